@@ -1,0 +1,15 @@
+"""rnnkit: small, fast, exact recurrent neural networks for sequences.
+
+A C++ core (``rnnkit._core``) and a pure-NumPy reference (:mod:`rnnkit.reference`) implement
+the same functions; :class:`RNN` trains either with truncated BPTT, clipping, SGD or Adam.
+"""
+
+from . import data, reference
+from .layout import param_count, param_layout, param_views
+from .model import RNN, load
+from .optimizers import SGD, Adam, Optimizer
+
+__version__ = "0.1.0"
+
+__all__ = ["RNN", "SGD", "Adam", "Optimizer", "load", "data", "reference", "param_layout",
+           "param_count", "param_views", "__version__"]

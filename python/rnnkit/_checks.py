@@ -1,0 +1,88 @@
+"""Argument checks shared by the public API: every error names the argument, what was
+expected and what was given."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Optional, Sequence, Tuple
+
+import numpy as np
+
+DTYPES = ("float32", "float64")
+
+
+def check_int(value: Any, name: str, minimum: int) -> int:
+    """An integer (not a bool) >= minimum."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r} "
+                        f"({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_optional_int(value: Any, name: str, minimum: int) -> Optional[int]:
+    return None if value is None else check_int(value, name, minimum)
+
+
+def check_float(value: Any, name: str, *, low: float = -math.inf, high: float = math.inf,
+                low_open: bool = False, high_open: bool = False) -> float:
+    """A finite real number in the interval given by low/high (closed unless *_open)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+    v = float(value)
+    lo_ok = v > low if low_open else v >= low
+    hi_ok = v < high if high_open else v <= high
+    if not (math.isfinite(v) and lo_ok and hi_ok):
+        interval = (("(" if low_open else "[") + f"{low:g}, {high:g}" +
+                    (")" if high_open else "]"))
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+    return v
+
+
+def check_optional_positive(value: Any, name: str) -> Optional[float]:
+    return None if value is None else check_float(value, name, low=0.0, low_open=True)
+
+
+def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def check_dtype(value: Any) -> np.dtype:
+    try:
+        dt = np.dtype(value)
+    except TypeError:
+        dt = None
+    if dt is None or dt.name not in DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {value!r}")
+    return dt
+
+
+def as_real_array(value: Any, name: str, dtype: np.dtype) -> np.ndarray:
+    """``value`` as a C-contiguous array of ``dtype``; integer and other float arrays (and
+    nested lists) are converted, bool/complex/string/object ones are refused, NaN/Inf too."""
+    if value is None:
+        raise TypeError(f"{name} must be an array of real numbers, got None")
+    try:
+        arr = np.asarray(value)
+    except ValueError as exc:          # ragged nested lists
+        raise ValueError(f"{name} must be a rectangular array of real numbers: {exc}") from None
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be an array of real numbers (float or int), "
+                        f"got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or Inf")
+    return arr
+
+
+def check_shape(arr: np.ndarray, name: str, expected: Tuple[Any, ...]) -> None:
+    """``expected`` holds ints or names for free sizes, e.g. ("N", 50, 1)."""
+    ok = arr.ndim == len(expected) and all(
+        not isinstance(e, int) or e == s for e, s in zip(expected, arr.shape))
+    if not ok:
+        shown = "(" + ", ".join(str(e) for e in expected) + ("," if len(expected) == 1 else "") + ")"
+        raise ValueError(f"{name} must have shape {shown}, got {arr.shape}")

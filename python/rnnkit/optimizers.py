@@ -1,0 +1,134 @@
+"""Optimizers with PyTorch's exact update rules. Each holds its hyperparameters and its state
+(flat buffers the size of the model's parameter buffer); the math lives in the backends'
+``sgd_step`` / ``adam_step``. State persists across ``fit`` calls and is saved with the model."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+from ._checks import check_float, check_int
+
+__all__ = ["Optimizer", "SGD", "Adam", "optimizer_from_config"]
+
+
+class Optimizer:
+    """Base class: the state buffers named in ``_state_names`` are allocated on first use."""
+
+    name = ""
+    _state_names: Tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.state: Dict[str, np.ndarray] = {}
+        self.step_count = 0
+
+    def _bind(self, size: int, dtype: np.dtype) -> None:
+        """Allocate zero state for a parameter buffer of ``size`` scalars, or check that the
+        existing state fits it."""
+        for n in self._state_names:
+            self.state.setdefault(n, np.zeros(size, dtype=dtype))
+        for n, buf in self.state.items():
+            if buf.shape != (size,) or buf.dtype != dtype:
+                raise ValueError(
+                    f"optimizer holds state for {buf.shape[0]} {buf.dtype} parameters, but the "
+                    f"model has {size} {np.dtype(dtype)} parameters; use a new optimizer")
+
+    def config(self) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def epoch_args(self) -> Dict[str, Any]:
+        """The optimizer arguments of the backends' ``train_epoch``."""
+        raise NotImplementedError
+
+    def apply(self, backend: Any, params: np.ndarray, grad: np.ndarray) -> None:
+        """One update of ``params`` in place with the backend's step function."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, as ``torch.optim.SGD(lr, momentum, weight_decay)``.
+
+    ``d = g + weight_decay * p; buf = momentum * buf + d; p -= lr * buf`` (buf = d when
+    momentum is 0).
+    """
+
+    name = "sgd"
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0):
+        super().__init__()
+        self.lr = check_float(lr, "lr", low=0.0, low_open=True)
+        self.momentum = check_float(momentum, "momentum", low=0.0)
+        self.weight_decay = check_float(weight_decay, "weight_decay", low=0.0)
+        self._state_names = ("momentum_buffer",) if self.momentum != 0 else ()
+
+    def config(self) -> Dict[str, Any]:
+        return {"name": self.name, "lr": self.lr, "momentum": self.momentum,
+                "weight_decay": self.weight_decay}
+
+    def epoch_args(self) -> Dict[str, Any]:
+        return dict(optimizer="sgd", lr=self.lr, momentum=self.momentum,
+                    weight_decay=self.weight_decay, beta1=0.0, beta2=0.0, eps=0.0,
+                    momentum_buffer=self.state.get("momentum_buffer"), exp_avg=None,
+                    exp_avg_sq=None, step=self.step_count)
+
+    def apply(self, backend: Any, params: np.ndarray, grad: np.ndarray) -> None:
+        backend.sgd_step(params, grad, self.state.get("momentum_buffer"), self.lr,
+                         self.momentum, self.weight_decay)
+        self.step_count += 1
+
+
+class Adam(Optimizer):
+    """Adam with bias correction, as ``torch.optim.Adam(lr, betas, eps, weight_decay)``."""
+
+    name = "adam"
+    _state_names = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0):
+        super().__init__()
+        self.lr = check_float(lr, "lr", low=0.0, low_open=True)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        self.betas = (check_float(betas[0], "betas[0]", low=0.0, high=1.0, high_open=True),
+                      check_float(betas[1], "betas[1]", low=0.0, high=1.0, high_open=True))
+        self.eps = check_float(eps, "eps", low=0.0)
+        self.weight_decay = check_float(weight_decay, "weight_decay", low=0.0)
+
+    def config(self) -> Dict[str, Any]:
+        return {"name": self.name, "lr": self.lr, "betas": list(self.betas), "eps": self.eps,
+                "weight_decay": self.weight_decay}
+
+    def epoch_args(self) -> Dict[str, Any]:
+        return dict(optimizer="adam", lr=self.lr, momentum=0.0, weight_decay=self.weight_decay,
+                    beta1=self.betas[0], beta2=self.betas[1], eps=self.eps,
+                    momentum_buffer=None, exp_avg=self.state["exp_avg"],
+                    exp_avg_sq=self.state["exp_avg_sq"], step=self.step_count)
+
+    def apply(self, backend: Any, params: np.ndarray, grad: np.ndarray) -> None:
+        self.step_count += 1
+        backend.adam_step(params, grad, self.state["exp_avg"], self.state["exp_avg_sq"],
+                          self.step_count, self.lr, self.betas[0], self.betas[1], self.eps,
+                          self.weight_decay)
+
+
+def optimizer_from_config(config: Dict[str, Any], step_count: int,
+                          state: Optional[Dict[str, np.ndarray]]) -> Optimizer:
+    """Rebuild an optimizer saved by ``RNN.save`` (its config, step count and state)."""
+    cfg = dict(config)
+    name = cfg.pop("name", None)
+    opt: Optimizer
+    if name == "sgd":
+        opt = SGD(**cfg)
+    elif name == "adam":
+        cfg["betas"] = tuple(cfg.get("betas", (0.9, 0.999)))
+        opt = Adam(**cfg)
+    else:
+        raise ValueError(f"unknown optimizer {name!r} in saved model; expected 'sgd' or 'adam'")
+    opt.step_count = check_int(step_count, "optimizer step count", 0)
+    opt.state = dict(state or {})
+    return opt

@@ -1,0 +1,242 @@
+"""The pure-NumPy reference of rnnkit's math, written to be read.
+
+Every function here has a twin of the same name, arguments and shapes in the C++ core
+(``rnnkit._core``); the tests run both on the same data and require the same numbers.
+Explicit loops over time, one NumPy operation per equation, no cleverness.
+
+Notation (DESIGN.md §1), batch first:
+
+    X  (N, T, I)   inputs            U (H, I)  input -> hidden
+    Y  (N, O)      many-to-one       W (H, H)  hidden -> hidden
+       (N, T, O)   many-to-many      b (H,)    hidden bias   (bias=True)
+    h0 (N, H)      initial state     V (O, H)  hidden -> output
+                                     c (O,)    output bias   (bias=True)
+
+    for t = 1..T:   a_t = U x_t + W h_{t-1} + b
+                    h_t = f(a_t)
+                    y_t = V h_t + c
+
+The parameters travel as one flat buffer ``params`` (see :mod:`rnnkit.layout`), and the
+gradient comes back in the same layout, so clipping and the optimizers are single loops.
+Indices in code are 0-based: step t of the docstrings is ``[:, t - 1]``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+
+from .layout import param_count, param_views
+
+__all__ = ["forward", "backward", "clip", "sgd_step", "adam_step", "train_epoch",
+           "activate", "activation_derivative"]
+
+ACTIVATIONS = ("tanh", "sigmoid", "relu")
+
+
+def activate(a: np.ndarray, activation: str) -> np.ndarray:
+    """h = f(a) for f in tanh, sigmoid, relu. The sigmoid is written so it never overflows."""
+    if activation == "tanh":
+        return np.tanh(a)
+    if activation == "sigmoid":
+        e = np.exp(-np.abs(a))                      # in (0, 1]: no overflow for any a
+        return np.where(a >= 0, 1 / (1 + e), e / (1 + e))
+    if activation == "relu":
+        return np.maximum(a, 0)
+    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+
+
+def activation_derivative(h: np.ndarray, activation: str) -> np.ndarray:
+    """f'(a_t) written in terms of h_t = f(a_t): tanh 1 - h², sigmoid h (1 - h), relu [h > 0]."""
+    if activation == "tanh":
+        return 1 - h * h
+    if activation == "sigmoid":
+        return h * (1 - h)
+    if activation == "relu":
+        return (h > 0).astype(h.dtype)
+    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+
+
+def forward(X: np.ndarray, h0: Optional[np.ndarray], params: np.ndarray, hidden_size: int,
+            output_size: int, bias: bool, activation: str,
+            return_sequences: bool) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run the recurrence over a batch.
+
+    ``X`` is (N, T, I); ``h0`` is (N, H) or None for zeros; ``params`` is the flat buffer.
+    Returns ``(outputs, hidden_states, final_state)``: outputs (N, T, O) when
+    ``return_sequences`` else y_T as (N, O); hidden_states (N, T, H) with h_t at ``[:, t-1]``;
+    final_state h_T (N, H), a copy, for a caller to carry into the next call.
+    """
+    N, T, I = X.shape
+    H, O = hidden_size, output_size
+    p = param_views(params, I, H, O, bias)
+    h = np.zeros((N, H), dtype=params.dtype) if h0 is None else h0
+    hidden_states = np.empty((N, T, H), dtype=params.dtype)
+    for t in range(T):
+        a = X[:, t] @ p["U"].T + h @ p["W"].T            # a_t = U x_t + W h_{t-1}
+        if bias:
+            a = a + p["b"]                                #      + b
+        h = activate(a, activation)                       # h_t = f(a_t)
+        hidden_states[:, t] = h
+    read = hidden_states if return_sequences else hidden_states[:, -1]
+    outputs = read @ p["V"].T                             # y_t = V h_t
+    if bias:
+        outputs = outputs + p["c"]                        #     + c
+    return outputs, hidden_states, hidden_states[:, -1].copy()
+
+
+def backward(X: np.ndarray, Y: np.ndarray, h0: Optional[np.ndarray], params: np.ndarray,
+             hidden_states: np.ndarray, outputs: np.ndarray, hidden_size: int, output_size: int,
+             bias: bool, activation: str,
+             bptt_truncate: Optional[int]) -> Tuple[float, np.ndarray]:
+    """Loss and truncated gradient of L = mean((y - Y)²), from a forward pass's results.
+
+    ``Y`` (N, O) means many-to-one (the loss reads y_T), (N, T, O) many-to-many (every y_t).
+    ``hidden_states`` and ``outputs`` are what :func:`forward` returned for X, h0, params.
+
+    Truncation (DESIGN.md §1): the loss term at step t sends gradient through steps
+    t-k .. t; h_{t-k-1} is a constant for that term. With g_t = dL/dy_t:
+
+        dV += g_t h_t^T,  dc += g_t,  dh = V^T g_t
+        for s = t, t-1, .., max(1, t-k):
+            delta = dh * f'(a_s)
+            dU += delta x_s^T,  dW += delta h_{s-1}^T,  db += delta
+            dh = W^T delta
+
+    ``bptt_truncate=None``, or k >= T-1, is full BPTT; then the terms of every step share one
+    backward sweep (dh carries the sum), which is the same sum in O(T) instead of O(T²).
+    Returns ``(loss, grad)`` with ``grad`` in the layout of ``params``.
+    """
+    N, T, I = X.shape
+    H, O = hidden_size, output_size
+    p = param_views(params, I, H, O, bias)
+    grad = np.zeros(param_count(I, H, O, bias), dtype=params.dtype)
+    g = param_views(grad, I, H, O, bias)
+
+    many_to_many = Y.ndim == 3
+    diff = outputs - Y
+    loss = float(np.mean(diff * diff))
+    dy = (2 / Y.size) * diff                                      # dL/dy, same shape as Y
+    # target steps (0-based) and dL/dy_t at each
+    targets = [(t, dy[:, t]) for t in range(T)] if many_to_many else [(T - 1, dy)]
+
+    h_init = np.zeros((N, H), dtype=params.dtype) if h0 is None else h0
+    dfa = activation_derivative(hidden_states, activation)       # f'(a_t), (N, T, H)
+
+    def h_prev(s: int) -> np.ndarray:                             # h_{s-1}
+        return h_init if s == 0 else hidden_states[:, s - 1]
+
+    def accumulate_step(s: int, delta: np.ndarray) -> None:
+        g["U"][...] += delta.T @ X[:, s]
+        g["W"][...] += delta.T @ h_prev(s)
+        if bias:
+            g["b"][...] += delta.sum(axis=0)
+
+    for t, dy_t in targets:
+        g["V"][...] += dy_t.T @ hidden_states[:, t]
+        if bias:
+            g["c"][...] += dy_t.sum(axis=0)
+
+    if bptt_truncate is None or bptt_truncate >= T - 1:
+        # full BPTT: one sweep from T down to 1, dh carrying every later term's gradient
+        dh = np.zeros((N, H), dtype=params.dtype)
+        for s in range(T - 1, -1, -1):
+            if many_to_many:
+                dh = dh + dy[:, s] @ p["V"]
+            elif s == T - 1:
+                dh = dh + dy @ p["V"]
+            delta = dh * dfa[:, s]
+            accumulate_step(s, delta)
+            dh = delta @ p["W"]
+    else:
+        # truncated: each loss term walks back k steps on its own
+        k = bptt_truncate
+        for t, dy_t in targets:
+            dh = dy_t @ p["V"]
+            for s in range(t, max(t - k, 0) - 1, -1):
+                delta = dh * dfa[:, s]
+                accumulate_step(s, delta)
+                dh = delta @ p["W"]
+    return loss, grad
+
+
+def clip(grad: np.ndarray, clip_norm: Optional[float], clip_value: Optional[float]) -> float:
+    """Clip ``grad`` in place and return its global L2 norm before clipping.
+
+    1. clip_norm=c: grad *= min(1, c / (‖grad‖₂ + 1e-6))   (torch.nn.utils.clip_grad_norm_)
+    2. clip_value=c: grad = clamp(grad, -c, c)             (torch.nn.utils.clip_grad_value_)
+    Either may be None to skip it.
+    """
+    norm = float(np.sqrt(np.sum(grad * grad)))
+    if clip_norm is not None:
+        grad *= min(1.0, clip_norm / (norm + 1e-6))
+    if clip_value is not None:
+        np.clip(grad, -clip_value, clip_value, out=grad)
+    return norm
+
+
+def sgd_step(params: np.ndarray, grad: np.ndarray, momentum_buffer: Optional[np.ndarray],
+             lr: float, momentum: float, weight_decay: float) -> None:
+    """One torch.optim.SGD step, in place (dampening 0, no Nesterov).
+
+        d = grad + weight_decay * params
+        buf = momentum * buf + d;  d = buf          (when momentum != 0; buf starts at 0)
+        params -= lr * d
+    """
+    d = grad + weight_decay * params if weight_decay != 0 else grad
+    if momentum != 0:
+        momentum_buffer *= momentum
+        momentum_buffer += d
+        d = momentum_buffer
+    params -= lr * d
+
+
+def adam_step(params: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray,
+              exp_avg_sq: np.ndarray, step: int, lr: float, beta1: float, beta2: float,
+              eps: float, weight_decay: float) -> None:
+    """One torch.optim.Adam step, in place; ``step`` counts updates including this one (>= 1).
+
+        g = grad + weight_decay * params
+        m = m + (1 - beta1) (g - m)                 v = beta2 v + (1 - beta2) g²
+        params -= lr / (1 - beta1^step) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps)
+    """
+    g = grad + weight_decay * params if weight_decay != 0 else grad
+    exp_avg += (1 - beta1) * (g - exp_avg)
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1 - beta2) * (g * g)
+    step_size = lr / (1 - beta1 ** step)
+    denom = np.sqrt(exp_avg_sq) / np.sqrt(1 - beta2 ** step) + eps
+    params -= step_size * (exp_avg / denom)
+
+
+def train_epoch(X: np.ndarray, Y: np.ndarray, params: np.ndarray, order: np.ndarray,
+                batch_size: int, hidden_size: int, output_size: int, bias: bool,
+                activation: str, bptt_truncate: Optional[int], clip_norm: Optional[float],
+                clip_value: Optional[float], optimizer: str, lr: float, momentum: float,
+                weight_decay: float, beta1: float, beta2: float, eps: float,
+                momentum_buffer: Optional[np.ndarray], exp_avg: Optional[np.ndarray],
+                exp_avg_sq: Optional[np.ndarray], step: int) -> Tuple[np.ndarray, int]:
+    """One epoch: minibatches of ``batch_size`` records taken in ``order``, each from h0 = 0:
+    forward, loss, truncated gradient, clip, update (``optimizer`` "sgd" or "adam").
+
+    ``params`` and the optimizer state are updated in place. Returns the loss of each minibatch
+    (before its update) and the Adam step count after the epoch.
+    """
+    losses = np.empty((len(order) + batch_size - 1) // batch_size, dtype=np.float64)
+    for batch, start in enumerate(range(0, len(order), batch_size)):
+        rows = order[start:start + batch_size]
+        xb, yb = X[rows], Y[rows]
+        outputs, hidden_states, _ = forward(xb, None, params, hidden_size, output_size, bias,
+                                            activation, Y.ndim == 3)
+        losses[batch], grad = backward(xb, yb, None, params, hidden_states, outputs,
+                                       hidden_size, output_size, bias, activation,
+                                       bptt_truncate)
+        clip(grad, clip_norm, clip_value)
+        if optimizer == "sgd":
+            sgd_step(params, grad, momentum_buffer, lr, momentum, weight_decay)
+        else:
+            step += 1
+            adam_step(params, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
+                      weight_decay)
+    return losses, step
