@@ -23,6 +23,7 @@ Indices in code are 0-based: step t of the docstrings is ``[:, t - 1]``.
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple
 
 import numpy as np
@@ -206,7 +207,7 @@ def adam_step(params: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray,
     exp_avg_sq *= beta2
     exp_avg_sq += (1 - beta2) * (g * g)
     step_size = lr / (1 - beta1 ** step)
-    denom = np.sqrt(exp_avg_sq) / np.sqrt(1 - beta2 ** step) + eps
+    denom = np.sqrt(exp_avg_sq) / math.sqrt(1 - beta2 ** step) + eps
     params -= step_size * (exp_avg / denom)
 
 

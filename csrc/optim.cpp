@@ -1,0 +1,73 @@
+// Gradient clipping and the optimizers, each one pass over the flat buffers (see rnnkit.h).
+// Hyperparameters arrive as double and are rounded to Real once, as NumPy does with a Python
+// float against a Real array, so the reference and these loops compute the same values.
+#include <algorithm>
+#include <cmath>
+
+#include "rnnkit.h"
+
+namespace rnnkit {
+
+template <typename Real>
+double clip_gradient(Real* grad, int64_t P, std::optional<double> clip_norm,
+                     std::optional<double> clip_value) {
+    double sum_sq = 0.0;
+    for (int64_t i = 0; i < P; ++i) sum_sq += double(grad[i]) * double(grad[i]);
+    const double norm = std::sqrt(sum_sq);
+    if (clip_norm) {
+        const Real scale = Real(std::min(1.0, *clip_norm / (norm + 1e-6)));
+        for (int64_t i = 0; i < P; ++i) grad[i] *= scale;
+    }
+    if (clip_value) {
+        const Real hi = Real(*clip_value), lo = -hi;
+        for (int64_t i = 0; i < P; ++i) grad[i] = std::min(std::max(grad[i], lo), hi);
+    }
+    return norm;
+}
+
+template <typename Real>
+void sgd_step(Real* params, Real* momentum_buffer, const Real* grad, int64_t P, double lr,
+              double momentum, double weight_decay) {
+    const Real rate = Real(lr), wd = Real(weight_decay), mu = Real(momentum);
+    const bool decay = weight_decay != 0.0;
+    for (int64_t i = 0; i < P; ++i) {
+        Real d = decay ? grad[i] + wd * params[i] : grad[i];
+        if (momentum != 0.0) {
+            momentum_buffer[i] = momentum_buffer[i] * mu + d;
+            d = momentum_buffer[i];
+        }
+        params[i] -= rate * d;
+    }
+}
+
+template <typename Real>
+void adam_step(Real* params, Real* exp_avg, Real* exp_avg_sq, const Real* grad, int64_t P,
+               int64_t step, double lr, double beta1, double beta2, double eps,
+               double weight_decay) {
+    const double s = double(step);
+    const Real one_minus_beta1 = Real(1.0 - beta1), b2 = Real(beta2);
+    const Real one_minus_beta2 = Real(1.0 - beta2);
+    const Real step_size = Real(lr / (1.0 - std::pow(beta1, s)));
+    const Real bias_correction2_sqrt = Real(std::sqrt(1.0 - std::pow(beta2, s)));
+    const Real epsilon = Real(eps), wd = Real(weight_decay);
+    const bool decay = weight_decay != 0.0;
+    for (int64_t i = 0; i < P; ++i) {
+        const Real g = decay ? grad[i] + wd * params[i] : grad[i];
+        exp_avg[i] += one_minus_beta1 * (g - exp_avg[i]);
+        exp_avg_sq[i] = exp_avg_sq[i] * b2 + one_minus_beta2 * (g * g);
+        const Real denom = std::sqrt(exp_avg_sq[i]) / bias_correction2_sqrt + epsilon;
+        params[i] -= step_size * (exp_avg[i] / denom);
+    }
+}
+
+#define RNNKIT_INSTANTIATE(Real)                                                            \
+    template double clip_gradient(Real*, int64_t, std::optional<double>,                     \
+                                  std::optional<double>);                                    \
+    template void sgd_step(Real*, Real*, const Real*, int64_t, double, double, double);      \
+    template void adam_step(Real*, Real*, Real*, const Real*, int64_t, int64_t, double,      \
+                            double, double, double, double);
+RNNKIT_INSTANTIATE(float)
+RNNKIT_INSTANTIATE(double)
+#undef RNNKIT_INSTANTIATE
+
+}  // namespace rnnkit

@@ -1,0 +1,115 @@
+// rnnkit's C++ core: the Elman RNN kernels, clipping, the optimizers and the epoch loop.
+// No Python here: bindings.cpp converts NumPy arrays to the raw pointers these take.
+//
+// The letters, used in every shape comment and argument list (DESIGN.md §1):
+//   N  sequences (records) in the batch      T  time steps per sequence
+//   I  input features per step               H  hidden units
+//   O  outputs per step                      P  scalars in the flat parameter buffer
+//   k  truncation: the loss at step t sends gradient through steps t-k..t (k < 0: full BPTT)
+// Every array is C-contiguous and batch first. Arguments come in a fixed order: outputs,
+// inputs, weights, then the sizes N, T, I, H, O, then options.
+//
+// The flat parameter buffer (and every gradient / optimizer state buffer, same layout):
+//   U (H, I) | W (H, H) | b (H,) if bias | V (O, H) | c (O,) if bias
+//
+// Every kernel is a template on the scalar type `Real`, instantiated for float and double.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+
+namespace rnnkit {
+
+enum class Activation { Tanh, Sigmoid, Relu };
+
+// Scalars in the flat parameter buffer: H*I + H*H + O*H (+ H + O with biases).
+int64_t param_count(int64_t I, int64_t H, int64_t O, bool bias);
+
+// Pointers to the pieces of one flat buffer; b and c are null without biases.
+template <typename Real>
+struct ParamViews {
+    Real* U;  // (H, I)
+    Real* W;  // (H, H)
+    Real* b;  // (H,) or null
+    Real* V;  // (O, H)
+    Real* c;  // (O,) or null
+};
+
+template <typename Real>
+ParamViews<Real> param_views(Real* flat, int64_t I, int64_t H, int64_t O, bool bias);
+
+// Scratch sizes (in scalars) the caller provides to the kernels, so nothing allocates inside.
+int64_t forward_work_size(int64_t I, int64_t H);
+int64_t backward_work_size(int64_t N, int64_t T, int64_t H, int64_t O, bool return_sequences);
+
+// Forward over a batch:  a_t = U x_t + W h_{t-1} + b,  h_t = f(a_t),  y_t = V h_t + c.
+template <typename Real>
+void elman_forward(Real* hidden_states,   // (N, T, H) out: h_t at [:, t-1]
+                   Real* outputs,         // (N, T, O) out, or (N, O) out (y_T) if !return_sequences
+                   const Real* X,         // (N, T, I)
+                   const Real* h0,        // (N, H), or null for zeros
+                   const Real* params,    // (P,)
+                   int64_t N, int64_t T, int64_t I, int64_t H, int64_t O,
+                   bool bias, Activation act, bool return_sequences,
+                   Real* work);           // forward_work_size(I, H)
+
+// Truncated BPTT of L = mean((y - Y)^2) from a forward pass's results. Adds dL/dparams into
+// grad (clear it first with zero_buffer) and returns L.
+template <typename Real>
+double elman_backward(Real* grad,                 // (P,) accumulated into
+                      const Real* X,              // (N, T, I)
+                      const Real* Y,              // (N, T, O), or (N, O) if !return_sequences
+                      const Real* h0,             // (N, H), or null for zeros
+                      const Real* params,         // (P,)
+                      const Real* hidden_states,  // (N, T, H) from elman_forward
+                      const Real* outputs,        // shaped like Y, from elman_forward
+                      int64_t N, int64_t T, int64_t I, int64_t H, int64_t O,
+                      bool bias, Activation act, bool return_sequences, int64_t k,
+                      Real* work);                // backward_work_size(N, T, H, O, return_sequences)
+
+template <typename Real>
+void zero_buffer(Real* buffer, int64_t n);
+
+// Clip in place: first scale by min(1, clip_norm / (||grad||_2 + 1e-6)), then clamp every
+// element to [-clip_value, clip_value]; either may be absent. Returns ||grad||_2 before clipping.
+template <typename Real>
+double clip_gradient(Real* grad, int64_t P, std::optional<double> clip_norm,
+                     std::optional<double> clip_value);
+
+// torch.optim.SGD (dampening 0, no Nesterov): d = g + wd*p; buf = m*buf + d (if m != 0);
+// p -= lr * d. momentum_buffer may be null when momentum == 0.
+template <typename Real>
+void sgd_step(Real* params, Real* momentum_buffer, const Real* grad, int64_t P,
+              double lr, double momentum, double weight_decay);
+
+// torch.optim.Adam with bias correction; `step` counts updates including this one (>= 1).
+template <typename Real>
+void adam_step(Real* params, Real* exp_avg, Real* exp_avg_sq, const Real* grad, int64_t P,
+               int64_t step, double lr, double beta1, double beta2, double eps,
+               double weight_decay);
+
+struct OptimizerConfig {
+    enum class Kind { SGD, Adam } kind;
+    double lr, momentum, weight_decay, beta1, beta2, eps;
+};
+
+// One epoch: minibatches of batch_size records taken from X/Y in `order`, each from h0 = 0:
+// forward, loss, truncated gradient, clip, update. Writes each minibatch's loss (before its
+// update) into losses and returns the optimizer's step count after the epoch.
+template <typename Real>
+int64_t train_epoch(double* losses,            // (ceil(n_order / batch_size),) out
+                    Real* params,              // (P,) updated in place
+                    Real* momentum_buffer,     // (P,) SGD with momentum, else may be null
+                    Real* exp_avg,             // (P,) Adam, else may be null
+                    Real* exp_avg_sq,          // (P,) Adam, else may be null
+                    const Real* X,             // (N, T, I)
+                    const Real* Y,             // (N, T, O), or (N, O) if !return_sequences
+                    const int64_t* order,      // (n_order,) record indices, each in [0, N)
+                    int64_t n_order, int64_t batch_size,
+                    int64_t N, int64_t T, int64_t I, int64_t H, int64_t O,
+                    bool bias, Activation act, bool return_sequences, int64_t k,
+                    std::optional<double> clip_norm, std::optional<double> clip_value,
+                    const OptimizerConfig& optimizer, int64_t step);
+
+}  // namespace rnnkit

@@ -1,0 +1,62 @@
+// The epoch loop: no Python and no allocation per minibatch (see rnnkit.h).
+#include <algorithm>
+#include <vector>
+
+#include "rnnkit.h"
+
+namespace rnnkit {
+
+template <typename Real>
+int64_t train_epoch(double* losses, Real* params, Real* momentum_buffer, Real* exp_avg,
+                    Real* exp_avg_sq, const Real* X, const Real* Y, const int64_t* order,
+                    int64_t n_order, int64_t batch_size, int64_t N, int64_t T, int64_t I,
+                    int64_t H, int64_t O, bool bias, Activation act, bool return_sequences,
+                    int64_t k, std::optional<double> clip_norm, std::optional<double> clip_value,
+                    const OptimizerConfig& optimizer, int64_t step) {
+    (void)N;  // the caller has checked every order[r] < N
+    const int64_t B = std::min(batch_size, n_order);
+    const int64_t P = param_count(I, H, O, bias);
+    const int64_t y_row = (return_sequences ? T : 1) * O;   // scalars of Y per record
+    std::vector<Real> xb(size_t(B * T * I)), yb(size_t(B * y_row));
+    std::vector<Real> hidden_states(size_t(B * T * H)), outputs(size_t(B * y_row));
+    std::vector<Real> grad(static_cast<size_t>(P));
+    std::vector<Real> work(size_t(std::max(forward_work_size(I, H),
+                                           backward_work_size(B, T, H, O, return_sequences))));
+
+    for (int64_t start = 0, batch = 0; start < n_order; start += batch_size, ++batch) {
+        const int64_t nb = std::min(batch_size, n_order - start);
+        for (int64_t r = 0; r < nb; ++r) {          // gather the minibatch's records
+            const int64_t rec = order[start + r];
+            std::copy(X + rec * T * I, X + (rec + 1) * T * I, xb.data() + r * T * I);
+            std::copy(Y + rec * y_row, Y + (rec + 1) * y_row, yb.data() + r * y_row);
+        }
+        elman_forward(hidden_states.data(), outputs.data(), xb.data(), (const Real*)nullptr,
+                      params, nb, T, I, H, O, bias, act, return_sequences, work.data());
+        zero_buffer(grad.data(), P);
+        losses[batch] = elman_backward(grad.data(), xb.data(), yb.data(), (const Real*)nullptr,
+                                       params, hidden_states.data(), outputs.data(), nb, T, I,
+                                       H, O, bias, act, return_sequences, k, work.data());
+        clip_gradient(grad.data(), P, clip_norm, clip_value);
+        if (optimizer.kind == OptimizerConfig::Kind::SGD) {
+            sgd_step(params, momentum_buffer, grad.data(), P, optimizer.lr, optimizer.momentum,
+                     optimizer.weight_decay);
+        } else {
+            ++step;
+            adam_step(params, exp_avg, exp_avg_sq, grad.data(), P, step, optimizer.lr,
+                      optimizer.beta1, optimizer.beta2, optimizer.eps, optimizer.weight_decay);
+        }
+    }
+    return step;
+}
+
+#define RNNKIT_INSTANTIATE(Real)                                                             \
+    template int64_t train_epoch(double*, Real*, Real*, Real*, Real*, const Real*,           \
+                                 const Real*, const int64_t*, int64_t, int64_t, int64_t,      \
+                                 int64_t, int64_t, int64_t, int64_t, bool, Activation, bool,  \
+                                 int64_t, std::optional<double>, std::optional<double>,       \
+                                 const OptimizerConfig&, int64_t);
+RNNKIT_INSTANTIATE(float)
+RNNKIT_INSTANTIATE(double)
+#undef RNNKIT_INSTANTIATE
+
+}  // namespace rnnkit
