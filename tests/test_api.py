@@ -545,3 +545,14 @@ def test_load_rejects_bad_backend_override(tmp_path):
     rnnkit.RNN(2, 3, 1, seed=0, backend="reference").save(path)
     with pytest.raises(ValueError, match="backend"):
         rnnkit.load(path, backend="gpu")
+
+
+def test_load_rejects_a_truncated_model_file(tmp_path):
+    """A model file cut short (an interrupted copy or download) is not a model: ValueError."""
+    path = tmp_path / "m.npz"
+    rnnkit.RNN(2, 3, 1, seed=0, backend="reference").save(path)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match="cut.npz"):
+        rnnkit.load(cut)
