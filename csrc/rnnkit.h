@@ -96,7 +96,7 @@ struct OptimizerConfig {
 
 // One epoch: minibatches of batch_size records taken from X/Y in `order`, each from h0 = 0:
 // forward, loss, truncated gradient, clip, update. Writes each minibatch's loss (before its
-// update) into losses and returns the optimizer's step count after the epoch.
+// update) into losses and returns the step count (updates made, `step` before) after the epoch.
 template <typename Real>
 int64_t train_epoch(double* losses,            // (ceil(n_order / batch_size),) out
                     Real* params,              // (P,) updated in place

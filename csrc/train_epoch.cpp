@@ -37,11 +37,11 @@ int64_t train_epoch(double* losses, Real* params, Real* momentum_buffer, Real* e
                                        params, hidden_states.data(), outputs.data(), nb, T, I,
                                        H, O, bias, act, return_sequences, k, work.data());
         clip_gradient(grad.data(), P, clip_norm, clip_value);
+        ++step;
         if (optimizer.kind == OptimizerConfig::Kind::SGD) {
             sgd_step(params, momentum_buffer, grad.data(), P, optimizer.lr, optimizer.momentum,
                      optimizer.weight_decay);
         } else {
-            ++step;
             adam_step(params, exp_avg, exp_avg_sq, grad.data(), P, step, optimizer.lr,
                       optimizer.beta1, optimizer.beta2, optimizer.eps, optimizer.weight_decay);
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
@@ -320,9 +321,13 @@ def load(path: PathLike, backend: Optional[str] = None) -> RNN:
     """Read a model written by :meth:`RNN.save` (no pickle: only arrays and JSON are read).
     ``backend`` overrides the saved one."""
     try:
-        with np.load(os.fspath(path), allow_pickle=False) as f:
-            files = {name: f[name] for name in f.files}
-    except (OSError, ValueError, EOFError) as exc:
+        with open(os.fspath(path), "rb") as fh:
+            loaded = np.load(fh, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise ValueError("it holds a single array, not an .npz archive")
+            with loaded as f:
+                files = {name: f[name] for name in f.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{os.fspath(path)!r} is not a readable rnnkit model file: {exc}") from None
     try:
         version = int(files["format_version"])

@@ -221,8 +221,9 @@ def train_epoch(X: np.ndarray, Y: np.ndarray, params: np.ndarray, order: np.ndar
     """One epoch: minibatches of ``batch_size`` records taken in ``order``, each from h0 = 0:
     forward, loss, truncated gradient, clip, update (``optimizer`` "sgd" or "adam").
 
-    ``params`` and the optimizer state are updated in place. Returns the loss of each minibatch
-    (before its update) and the Adam step count after the epoch.
+    ``params`` and the optimizer state are updated in place. ``step`` counts the updates made
+    so far (Adam's bias correction reads it). Returns the loss of each minibatch (before its
+    update) and the step count after the epoch.
     """
     losses = np.empty((len(order) + batch_size - 1) // batch_size, dtype=np.float64)
     for batch, start in enumerate(range(0, len(order), batch_size)):
@@ -234,10 +235,10 @@ def train_epoch(X: np.ndarray, Y: np.ndarray, params: np.ndarray, order: np.ndar
                                        hidden_size, output_size, bias, activation,
                                        bptt_truncate)
         clip(grad, clip_norm, clip_value)
+        step += 1
         if optimizer == "sgd":
             sgd_step(params, grad, momentum_buffer, lr, momentum, weight_decay)
         else:
-            step += 1
             adam_step(params, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
                       weight_decay)
     return losses, step

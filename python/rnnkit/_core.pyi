@@ -1,0 +1,48 @@
+"""Type stubs for rnnkit._core, the compiled twin of rnnkit.reference (private API).
+
+Arrays of the same call share one dtype, float32 or float64: that of ``params`` (or ``grad``).
+Arrays named as updated in place must be C-contiguous and writeable.
+"""
+
+from typing import Optional, Tuple
+
+import numpy as np
+from numpy.typing import NDArray
+
+def forward(X: NDArray[np.floating], h0: Optional[NDArray[np.floating]],
+            params: NDArray[np.floating], hidden_size: int, output_size: int, bias: bool,
+            activation: str, return_sequences: bool
+            ) -> Tuple[NDArray[np.floating], NDArray[np.floating], NDArray[np.floating]]:
+    """(outputs (N, O) or (N, T, O), hidden_states (N, T, H), final_state (N, H))."""
+
+def backward(X: NDArray[np.floating], Y: NDArray[np.floating],
+             h0: Optional[NDArray[np.floating]], params: NDArray[np.floating],
+             hidden_states: NDArray[np.floating], outputs: NDArray[np.floating],
+             hidden_size: int, output_size: int, bias: bool, activation: str,
+             bptt_truncate: Optional[int]) -> Tuple[float, NDArray[np.floating]]:
+    """(loss, grad (P,)): the truncated gradient of the MSE loss, in the layout of params."""
+
+def clip(grad: NDArray[np.floating], clip_norm: Optional[float],
+         clip_value: Optional[float]) -> float:
+    """Clips grad in place (global norm, then value); returns the norm before clipping."""
+
+def sgd_step(params: NDArray[np.floating], grad: NDArray[np.floating],
+             momentum_buffer: Optional[NDArray[np.floating]], lr: float, momentum: float,
+             weight_decay: float) -> None:
+    """One torch.optim.SGD update; params and momentum_buffer in place."""
+
+def adam_step(params: NDArray[np.floating], grad: NDArray[np.floating],
+              exp_avg: NDArray[np.floating], exp_avg_sq: NDArray[np.floating], step: int,
+              lr: float, beta1: float, beta2: float, eps: float, weight_decay: float) -> None:
+    """One torch.optim.Adam update; params, exp_avg, exp_avg_sq in place."""
+
+def train_epoch(X: NDArray[np.floating], Y: NDArray[np.floating], params: NDArray[np.floating],
+                order: NDArray[np.int64], batch_size: int, hidden_size: int, output_size: int,
+                bias: bool, activation: str, bptt_truncate: Optional[int],
+                clip_norm: Optional[float], clip_value: Optional[float], optimizer: str,
+                lr: float, momentum: float, weight_decay: float, beta1: float, beta2: float,
+                eps: float, momentum_buffer: Optional[NDArray[np.floating]],
+                exp_avg: Optional[NDArray[np.floating]],
+                exp_avg_sq: Optional[NDArray[np.floating]],
+                step: int) -> Tuple[NDArray[np.float64], int]:
+    """One epoch in one call; returns (per-minibatch losses, step count after the epoch)."""
