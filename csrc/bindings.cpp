@@ -221,7 +221,9 @@ double clip(const py::object& grad_, std::optional<double> clip_norm,
         Real* g = grad.mutable_data();
         const int64_t P = grad.shape(0);
         py::gil_scoped_release release;  // safe: grad is checked and held by this frame
-        return rnnkit::clip_gradient(g, P, clip_norm, clip_value);
+        const double norm = rnnkit::gradient_norm(g, P);
+        rnnkit::clip_gradient(g, P, norm, clip_norm, clip_value);
+        return norm;
     });
 }
 
@@ -374,6 +376,19 @@ py::tuple train_epoch(const py::object& X_, const py::object& Y_, const py::obje
     });
 }
 
+void set_kernel_variant(const std::string& name) {
+    if (name == "plain")
+        rnnkit::set_kernel_variant(rnnkit::KernelVariant::Plain);
+    else if (name == "blocked")
+        rnnkit::set_kernel_variant(rnnkit::KernelVariant::Blocked);
+    else
+        throw py::value_error("variant must be 'plain' or 'blocked', got '" + name + "'");
+}
+
+std::string kernel_variant() {
+    return rnnkit::kernel_variant() == rnnkit::KernelVariant::Plain ? "plain" : "blocked";
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -404,4 +419,7 @@ PYBIND11_MODULE(_core, m) {
           py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("momentum_buffer"),
           py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("step"),
           "One epoch of minibatch training in one call; returns (losses, step).");
+    m.def("_set_kernel_variant", &set_kernel_variant, py::arg("variant"),
+          "Testing aid: run the 'plain' or the 'blocked' (default) matrix-vector loops.");
+    m.def("_kernel_variant", &kernel_variant, "The matrix-vector loops in use.");
 }

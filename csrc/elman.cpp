@@ -3,6 +3,7 @@
 // Inner loops run over a contiguous output index with independent accumulators ("axpy" form:
 // out[:] += column[:] * scalar), so the compiler vectorizes them without reassociating any
 // sum: every element is accumulated in the same order as the plain mathematical definition.
+// The matrix-vector products go through gemv_t_accumulate (gemv.cpp).
 #include <algorithm>
 #include <cmath>
 
@@ -116,22 +117,14 @@ void backward_step(ParamViews<Real> g, Real* dh_prev, Real* delta, const Real* d
         for (int64_t r = 0; r < H; ++r) g.b[r] += delta[r];
     if (dh_prev) {
         zero_buffer(dh_prev, H);
-        for (int64_t r = 0; r < H; ++r) {
-            const Real d = delta[r];
-            const Real* w = W + r * H;
-            for (int64_t j = 0; j < H; ++j) dh_prev[j] += d * w[j];
-        }
+        gemv_t_accumulate(dh_prev, W, delta, H, H);  // W^T delta
     }
 }
 
 // dh (H,) += V^T g (g is dL/dy_t, (O,))
 template <typename Real>
 void add_output_gradient(Real* dh, const Real* g, const Real* V, int64_t H, int64_t O) {
-    for (int64_t o = 0; o < O; ++o) {
-        const Real go = g[o];
-        const Real* v = V + o * H;
-        for (int64_t j = 0; j < H; ++j) dh[j] += go * v[j];
-    }
+    gemv_t_accumulate(dh, V, g, O, H);
 }
 
 }  // namespace
@@ -155,18 +148,8 @@ void elman_forward(Real* hidden_states, Real* outputs, const Real* X, const Real
                 std::copy(p.b, p.b + H, a);
             else
                 zero_buffer(a, H);
-            for (int64_t i = 0; i < I; ++i) {
-                const Real xi = x[i];
-                const Real* u = UT + i * H;
-                for (int64_t j = 0; j < H; ++j) a[j] += u[j] * xi;
-            }
-            if (h_prev) {
-                for (int64_t r = 0; r < H; ++r) {
-                    const Real hr = h_prev[r];
-                    const Real* w = WT + r * H;
-                    for (int64_t j = 0; j < H; ++j) a[j] += w[j] * hr;
-                }
-            }
+            gemv_t_accumulate(a, UT, x, I, H);                   // += U x_t
+            if (h_prev) gemv_t_accumulate(a, WT, h_prev, H, H);  // += W h_{t-1}
             activate(a, H, act);
             if (return_sequences) output_layer(outputs + (n * T + t) * O, a, p.V, p.c, H, O);
             h_prev = a;

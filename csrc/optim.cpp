@@ -9,11 +9,15 @@
 namespace rnnkit {
 
 template <typename Real>
-double clip_gradient(Real* grad, int64_t P, std::optional<double> clip_norm,
-                     std::optional<double> clip_value) {
+double gradient_norm(const Real* grad, int64_t P) {
     double sum_sq = 0.0;
     for (int64_t i = 0; i < P; ++i) sum_sq += double(grad[i]) * double(grad[i]);
-    const double norm = std::sqrt(sum_sq);
+    return std::sqrt(sum_sq);
+}
+
+template <typename Real>
+void clip_gradient(Real* grad, int64_t P, double norm, std::optional<double> clip_norm,
+                   std::optional<double> clip_value) {
     if (clip_norm) {
         const Real scale = Real(std::min(1.0, *clip_norm / (norm + 1e-6)));
         for (int64_t i = 0; i < P; ++i) grad[i] *= scale;
@@ -22,7 +26,6 @@ double clip_gradient(Real* grad, int64_t P, std::optional<double> clip_norm,
         const Real hi = Real(*clip_value), lo = -hi;
         for (int64_t i = 0; i < P; ++i) grad[i] = std::min(std::max(grad[i], lo), hi);
     }
-    return norm;
 }
 
 template <typename Real>
@@ -61,8 +64,9 @@ void adam_step(Real* params, Real* exp_avg, Real* exp_avg_sq, const Real* grad, 
 }
 
 #define RNNKIT_INSTANTIATE(Real)                                                            \
-    template double clip_gradient(Real*, int64_t, std::optional<double>,                     \
-                                  std::optional<double>);                                    \
+    template double gradient_norm(const Real*, int64_t);                                     \
+    template void clip_gradient(Real*, int64_t, double, std::optional<double>,               \
+                                std::optional<double>);                                      \
     template void sgd_step(Real*, Real*, const Real*, int64_t, double, double, double);      \
     template void adam_step(Real*, Real*, Real*, const Real*, int64_t, int64_t, double,      \
                             double, double, double, double);

@@ -39,6 +39,17 @@ struct ParamViews {
 template <typename Real>
 ParamViews<Real> param_views(Real* flat, int64_t I, int64_t H, int64_t O, bool bias);
 
+// y (cols,) += M^T v for M (rows, cols) and v (rows,): y[j] += sum_r M[r, j] v[r], summed in
+// increasing r. Every product of the recurrence (U x, W h, W^T delta, V^T g) goes through it.
+template <typename Real>
+void gemv_t_accumulate(Real* y, const Real* M, const Real* v, int64_t rows, int64_t cols);
+
+// Which gemv_t_accumulate runs: the plain loop or the register-blocked one (the default). Both
+// give bitwise-identical results; the switch exists so that the tests can prove it.
+enum class KernelVariant { Plain, Blocked };
+void set_kernel_variant(KernelVariant variant);
+KernelVariant kernel_variant();
+
 // Scratch sizes (in scalars) the caller provides to the kernels, so nothing allocates inside.
 int64_t forward_work_size(int64_t I, int64_t H);
 int64_t backward_work_size(int64_t N, int64_t T, int64_t H, int64_t O, bool return_sequences);
@@ -71,11 +82,15 @@ double elman_backward(Real* grad,                 // (P,) accumulated into
 template <typename Real>
 void zero_buffer(Real* buffer, int64_t n);
 
-// Clip in place: first scale by min(1, clip_norm / (||grad||_2 + 1e-6)), then clamp every
-// element to [-clip_value, clip_value]; either may be absent. Returns ||grad||_2 before clipping.
+// ||grad||_2 over the whole flat buffer (accumulated in double).
 template <typename Real>
-double clip_gradient(Real* grad, int64_t P, std::optional<double> clip_norm,
-                     std::optional<double> clip_value);
+double gradient_norm(const Real* grad, int64_t P);
+
+// Clip in place: first scale by min(1, clip_norm / (norm + 1e-6)) where norm is
+// gradient_norm(grad), then clamp every element to [-clip_value, clip_value]; either may be absent.
+template <typename Real>
+void clip_gradient(Real* grad, int64_t P, double norm, std::optional<double> clip_norm,
+                   std::optional<double> clip_value);
 
 // torch.optim.SGD (dampening 0, no Nesterov): d = g + wd*p; buf = m*buf + d (if m != 0);
 // p -= lr * d. momentum_buffer may be null when momentum == 0.

@@ -36,7 +36,8 @@ int64_t train_epoch(double* losses, Real* params, Real* momentum_buffer, Real* e
         losses[batch] = elman_backward(grad.data(), xb.data(), yb.data(), (const Real*)nullptr,
                                        params, hidden_states.data(), outputs.data(), nb, T, I,
                                        H, O, bias, act, return_sequences, k, work.data());
-        clip_gradient(grad.data(), P, clip_norm, clip_value);
+        const double norm = clip_norm ? gradient_norm(grad.data(), P) : 0.0;
+        clip_gradient(grad.data(), P, norm, clip_norm, clip_value);
         ++step;
         if (optimizer.kind == OptimizerConfig::Kind::SGD) {
             sgd_step(params, momentum_buffer, grad.data(), P, optimizer.lr, optimizer.momentum,

@@ -193,3 +193,39 @@ def test_whole_training_run_matches():
     assert np.sqrt(hist_c["val_loss"][-1]) <= 0.005
     for name, w in model_r.weights.items():
         assert_close(model_c.weights[name], w, 1e-9)
+
+
+@pytest.fixture
+def kernel_variant():
+    """Switch the C++ matrix-vector loops for one test, restoring the default afterwards."""
+    default = _core._kernel_variant()
+    yield _core._set_kernel_variant
+    _core._set_kernel_variant(default)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("H", [1, 7, 8, 33, 70, 100])   # whole 32/64-blocks, 8-blocks and tails
+@pytest.mark.parametrize("bptt_truncate", [None, 2])
+def test_blocked_kernel_equals_plain_loop_bitwise(kernel_variant, dtype, H, bptt_truncate):
+    rng = np.random.default_rng(H)
+    N, T, I, O = 3, 6, 2, 3
+    params, X, Y, h0 = make_problem(rng, N, T, I, H, O, True, True, dtype, True)
+    spec = dict(hidden_size=H, output_size=O, bias=True, activation="tanh")
+    order = rng.permutation(N)
+    results = {}
+    for variant in ("plain", "blocked"):
+        kernel_variant(variant)
+        assert _core._kernel_variant() == variant
+        out, hs, last = _core.forward(X, h0, params, **spec, return_sequences=True)
+        loss, grad = _core.backward(X, Y, h0, params, hs, out, **spec,
+                                    bptt_truncate=bptt_truncate)
+        p = params.copy()
+        m, v = np.zeros_like(p), np.zeros_like(p)
+        losses, _ = _core.train_epoch(X, Y, p, order, 2, **spec, bptt_truncate=bptt_truncate,
+                                      clip_norm=1.0, clip_value=None, optimizer="adam", lr=0.01,
+                                      momentum=0.0, weight_decay=0.0, beta1=0.9, beta2=0.999,
+                                      eps=1e-8, momentum_buffer=None, exp_avg=m, exp_avg_sq=v,
+                                      step=0)
+        results[variant] = (out, hs, last, np.array(loss), grad, losses, p)
+    for plain, blocked in zip(results["plain"], results["blocked"]):
+        assert np.array_equal(plain, blocked)

@@ -46,3 +46,9 @@ def train_epoch(X: NDArray[np.floating], Y: NDArray[np.floating], params: NDArra
                 exp_avg_sq: Optional[NDArray[np.floating]],
                 step: int) -> Tuple[NDArray[np.float64], int]:
     """One epoch in one call; returns (per-minibatch losses, step count after the epoch)."""
+
+def _set_kernel_variant(variant: str) -> None:
+    """Testing aid: run the 'plain' or the 'blocked' (default) matrix-vector loops."""
+
+def _kernel_variant() -> str:
+    """The matrix-vector loops in use: 'plain' or 'blocked'."""
