@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -303,7 +304,8 @@ py::tuple train_epoch(const py::object& X_, const py::object& Y_, const py::obje
                       std::optional<double> clip_value, const std::string& optimizer,
                       double lr, double momentum, double weight_decay, double beta1,
                       double beta2, double eps, const py::object& momentum_buffer_,
-                      const py::object& exp_avg_, const py::object& exp_avg_sq_, int64_t step) {
+                      const py::object& exp_avg_, const py::object& exp_avg_sq_, int64_t step,
+                      const py::object& callback) {
     const Activation act = parse_activation(activation);
     const int64_t k = truncation(bptt_truncate);
     check_size(batch_size, "batch_size");
@@ -363,16 +365,39 @@ py::tuple train_epoch(const py::object& X_, const py::object& Y_, const py::obje
         Real* mp = m ? m->mutable_data() : nullptr;
         Real* vp = v ? v->mutable_data() : nullptr;
         const Real *x = X.data(), *y = Y.data();
-        int64_t new_step;
+        // After the first minibatch and then at most every 50 ms, the loop takes the GIL back
+        // to honour signals (Ctrl-C) and to call `callback(batches_done)`; an exception from
+        // either, or a False from the callback, ends the epoch after the last completed update.
+        py::object error = py::none();
+        std::chrono::steady_clock::time_point last{};  // long ago: the first batch calls back
+        auto keep_going = [&](int64_t done) -> bool {
+            const auto now = std::chrono::steady_clock::now();
+            if (now - last < std::chrono::milliseconds(50)) return true;
+            last = now;
+            py::gil_scoped_acquire gil;
+            try {
+                if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+                if (!callback.is_none()) return !callback(done).is(py::bool_(false));
+            } catch (py::error_already_set& e) {
+                error = e.value();
+                return false;
+            }
+            return true;
+        };
+        rnnkit::EpochResult result;
         {
             // Safe without the GIL: every array is converted, checked and held by this frame,
-            // and the epoch loop touches no Python object.
+            // and the epoch loop touches Python only inside keep_going, under the GIL.
             py::gil_scoped_release release;
-            new_step = rnnkit::train_epoch(l, p, buf, mp, vp, x, y, ord, n_order, batch_size,
-                                           s.N, s.T, s.I, s.H, s.O, bias, act, return_sequences,
-                                           k, clip_norm, clip_value, config, step);
+            result = rnnkit::train_epoch(l, p, buf, mp, vp, x, y, ord, n_order, batch_size, s.N,
+                                         s.T, s.I, s.H, s.O, bias, act, return_sequences, k,
+                                         clip_norm, clip_value, config, step, keep_going);
         }
-        return py::make_tuple(losses, new_step);
+        py::object done_losses = losses[py::slice(0, py::ssize_t(result.batches_done), 1)];
+        const char* status = result.status == rnnkit::EpochStatus::Completed ? "completed"
+                             : result.status == rnnkit::EpochStatus::NonFinite ? "nonfinite"
+                                                                               : "stopped";
+        return py::make_tuple(done_losses, result.step, status, error);
     });
 }
 
@@ -418,7 +443,8 @@ PYBIND11_MODULE(_core, m) {
           py::arg("optimizer"), py::arg("lr"), py::arg("momentum"), py::arg("weight_decay"),
           py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("momentum_buffer"),
           py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("step"),
-          "One epoch of minibatch training in one call; returns (losses, step).");
+          py::arg("callback") = py::none(),
+          "One epoch of minibatch training in one call; returns (losses, step, status, error).");
     m.def("_set_kernel_variant", &set_kernel_variant, py::arg("variant"),
           "Testing aid: run the 'plain' or the 'blocked' (default) matrix-vector loops.");
     m.def("_kernel_variant", &kernel_variant, "The matrix-vector loops in use.");

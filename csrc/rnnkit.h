@@ -17,6 +17,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 
 namespace rnnkit {
@@ -109,22 +110,33 @@ struct OptimizerConfig {
     double lr, momentum, weight_decay, beta1, beta2, eps;
 };
 
+enum class EpochStatus { Completed, NonFinite, Stopped };
+
+struct EpochResult {
+    int64_t batches_done;  // minibatches whose update was applied
+    int64_t step;          // the step count (updates made, `step` before) after them
+    EpochStatus status;    // NonFinite: the next minibatch's loss or gradient was NaN/Inf and
+                           // its update was not applied; Stopped: keep_going returned false
+};
+
 // One epoch: minibatches of batch_size records taken from X/Y in `order`, each from h0 = 0:
 // forward, loss, truncated gradient, clip, update. Writes each minibatch's loss (before its
-// update) into losses and returns the step count (updates made, `step` before) after the epoch.
+// update) into losses. After each update, keep_going(batches done) (if given) may stop the
+// epoch; the parameters are then those after the last update, never half-updated.
 template <typename Real>
-int64_t train_epoch(double* losses,            // (ceil(n_order / batch_size),) out
-                    Real* params,              // (P,) updated in place
-                    Real* momentum_buffer,     // (P,) SGD with momentum, else may be null
-                    Real* exp_avg,             // (P,) Adam, else may be null
-                    Real* exp_avg_sq,          // (P,) Adam, else may be null
-                    const Real* X,             // (N, T, I)
-                    const Real* Y,             // (N, T, O), or (N, O) if !return_sequences
-                    const int64_t* order,      // (n_order,) record indices, each in [0, N)
-                    int64_t n_order, int64_t batch_size,
-                    int64_t N, int64_t T, int64_t I, int64_t H, int64_t O,
-                    bool bias, Activation act, bool return_sequences, int64_t k,
-                    std::optional<double> clip_norm, std::optional<double> clip_value,
-                    const OptimizerConfig& optimizer, int64_t step);
+EpochResult train_epoch(double* losses,            // (ceil(n_order / batch_size),) out
+                        Real* params,              // (P,) updated in place
+                        Real* momentum_buffer,     // (P,) SGD with momentum, else may be null
+                        Real* exp_avg,             // (P,) Adam, else may be null
+                        Real* exp_avg_sq,          // (P,) Adam, else may be null
+                        const Real* X,             // (N, T, I)
+                        const Real* Y,             // (N, T, O), or (N, O) if !return_sequences
+                        const int64_t* order,      // (n_order,) record indices, each in [0, N)
+                        int64_t n_order, int64_t batch_size,
+                        int64_t N, int64_t T, int64_t I, int64_t H, int64_t O,
+                        bool bias, Activation act, bool return_sequences, int64_t k,
+                        std::optional<double> clip_norm, std::optional<double> clip_value,
+                        const OptimizerConfig& optimizer, int64_t step,
+                        const std::function<bool(int64_t)>& keep_going);
 
 }  // namespace rnnkit

@@ -1,5 +1,6 @@
 // The epoch loop: no Python and no allocation per minibatch (see rnnkit.h).
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "rnnkit.h"
@@ -7,12 +8,13 @@
 namespace rnnkit {
 
 template <typename Real>
-int64_t train_epoch(double* losses, Real* params, Real* momentum_buffer, Real* exp_avg,
-                    Real* exp_avg_sq, const Real* X, const Real* Y, const int64_t* order,
-                    int64_t n_order, int64_t batch_size, int64_t N, int64_t T, int64_t I,
-                    int64_t H, int64_t O, bool bias, Activation act, bool return_sequences,
-                    int64_t k, std::optional<double> clip_norm, std::optional<double> clip_value,
-                    const OptimizerConfig& optimizer, int64_t step) {
+EpochResult train_epoch(double* losses, Real* params, Real* momentum_buffer, Real* exp_avg,
+                        Real* exp_avg_sq, const Real* X, const Real* Y, const int64_t* order,
+                        int64_t n_order, int64_t batch_size, int64_t N, int64_t T, int64_t I,
+                        int64_t H, int64_t O, bool bias, Activation act, bool return_sequences,
+                        int64_t k, std::optional<double> clip_norm,
+                        std::optional<double> clip_value, const OptimizerConfig& optimizer,
+                        int64_t step, const std::function<bool(int64_t)>& keep_going) {
     (void)N;  // the caller has checked every order[r] < N
     const int64_t B = std::min(batch_size, n_order);
     const int64_t P = param_count(I, H, O, bias);
@@ -36,7 +38,9 @@ int64_t train_epoch(double* losses, Real* params, Real* momentum_buffer, Real* e
         losses[batch] = elman_backward(grad.data(), xb.data(), yb.data(), (const Real*)nullptr,
                                        params, hidden_states.data(), outputs.data(), nb, T, I,
                                        H, O, bias, act, return_sequences, k, work.data());
-        const double norm = clip_norm ? gradient_norm(grad.data(), P) : 0.0;
+        const double norm = gradient_norm(grad.data(), P);
+        if (!std::isfinite(losses[batch]) || !std::isfinite(norm))
+            return {batch, step, EpochStatus::NonFinite};   // this update is not applied
         clip_gradient(grad.data(), P, norm, clip_norm, clip_value);
         ++step;
         if (optimizer.kind == OptimizerConfig::Kind::SGD) {
@@ -46,16 +50,18 @@ int64_t train_epoch(double* losses, Real* params, Real* momentum_buffer, Real* e
             adam_step(params, exp_avg, exp_avg_sq, grad.data(), P, step, optimizer.lr,
                       optimizer.beta1, optimizer.beta2, optimizer.eps, optimizer.weight_decay);
         }
+        if (keep_going && !keep_going(batch + 1)) return {batch + 1, step, EpochStatus::Stopped};
     }
-    return step;
+    return {(n_order + batch_size - 1) / batch_size, step, EpochStatus::Completed};
 }
 
 #define RNNKIT_INSTANTIATE(Real)                                                             \
-    template int64_t train_epoch(double*, Real*, Real*, Real*, Real*, const Real*,           \
-                                 const Real*, const int64_t*, int64_t, int64_t, int64_t,      \
-                                 int64_t, int64_t, int64_t, int64_t, bool, Activation, bool,  \
-                                 int64_t, std::optional<double>, std::optional<double>,       \
-                                 const OptimizerConfig&, int64_t);
+    template EpochResult train_epoch(double*, Real*, Real*, Real*, Real*, const Real*,       \
+                                     const Real*, const int64_t*, int64_t, int64_t, int64_t,  \
+                                     int64_t, int64_t, int64_t, int64_t, bool, Activation,    \
+                                     bool, int64_t, std::optional<double>,                   \
+                                     std::optional<double>, const OptimizerConfig&, int64_t, \
+                                     const std::function<bool(int64_t)>&);
 RNNKIT_INSTANTIATE(float)
 RNNKIT_INSTANTIATE(double)
 #undef RNNKIT_INSTANTIATE

@@ -158,9 +158,10 @@ def test_train_epoch_matches(dtype, optimizer, return_sequences):
         p = params.copy()
         losses = []
         for _ in range(3):
-            epoch_losses, opt.step_count = backend.train_epoch(
+            epoch_losses, opt.step_count, status, error = backend.train_epoch(
                 X, Y, p, order, 4, hidden_size=H, output_size=O, bias=True, activation="tanh",
                 bptt_truncate=2, clip_norm=0.5, clip_value=0.05, **opt.epoch_args())
+            assert (status, error) == ("completed", None)
             losses.append(epoch_losses)
         args[backend] = (np.concatenate(losses), p, opt)
     (l_r, p_r, o_r), (l_c, p_c, o_c) = args[ref], args[_core]
@@ -221,11 +222,53 @@ def test_blocked_kernel_equals_plain_loop_bitwise(kernel_variant, dtype, H, bptt
                                     bptt_truncate=bptt_truncate)
         p = params.copy()
         m, v = np.zeros_like(p), np.zeros_like(p)
-        losses, _ = _core.train_epoch(X, Y, p, order, 2, **spec, bptt_truncate=bptt_truncate,
+        losses = _core.train_epoch(X, Y, p, order, 2, **spec, bptt_truncate=bptt_truncate,
                                       clip_norm=1.0, clip_value=None, optimizer="adam", lr=0.01,
                                       momentum=0.0, weight_decay=0.0, beta1=0.9, beta2=0.999,
                                       eps=1e-8, momentum_buffer=None, exp_avg=m, exp_avg_sq=v,
-                                      step=0)
+                                      step=0)[0]
         results[variant] = (out, hs, last, np.array(loss), grad, losses, p)
     for plain, blocked in zip(results["plain"], results["blocked"]):
         assert np.array_equal(plain, blocked)
+
+
+@pytest.mark.parametrize("backend", [ref, _core], ids=["reference", "cpp"])
+def test_train_epoch_stops_before_a_nonfinite_update(backend):
+    """A minibatch whose loss is not finite is not applied: the epoch ends after the last good
+    update, and says so."""
+    rng = np.random.default_rng(5)
+    params, X, Y, _ = make_problem(rng, 6, 4, 1, 3, 1, True, False, np.float64, False)
+    Y[3, 0] = np.inf                                   # the fourth record, batch 2 of 3
+    p = params.copy()
+    losses, step, status, error = backend.train_epoch(
+        X, Y, p, np.arange(6), 2, 3, 1, True, "tanh", None, None, None, "sgd", 0.1, 0.0, 0.0,
+        0.0, 0.0, 0.0, None, None, None, 0)
+    assert (status, error, step) == ("nonfinite", None, 1)
+    assert losses.shape == (1,) and np.isfinite(losses[0])
+    expected = params.copy()                           # exactly one update applied
+    out, hs, _ = ref.forward(X[:2], None, expected, 3, 1, True, "tanh", False)
+    ref.sgd_step(expected, ref.backward(X[:2], Y[:2], None, expected, hs, out, 3, 1, True,
+                                        "tanh", None)[1], None, 0.1, 0.0, 0.0)
+    assert_close(p, expected, 1e-12)
+
+
+@pytest.mark.parametrize("backend", [ref, _core], ids=["reference", "cpp"])
+def test_train_epoch_callback_can_stop_and_its_exception_is_returned(backend):
+    rng = np.random.default_rng(6)
+    params, X, Y, _ = make_problem(rng, 64, 30, 1, 16, 1, True, False, np.float64, False)
+    args = (X, Y, params.copy(), np.arange(64), 1, 16, 1, True, "tanh", None, None, None,
+            "sgd", 0.01, 0.0, 0.0, 0.0, 0.0, 0.0, None, None, None, 0)
+    calls = []
+
+    def fail(done):
+        calls.append(done)
+        raise RuntimeError("stop here")
+
+    first = backend.train_epoch(*args, callback=lambda done: None)
+    assert first[2:] == ("completed", None) and first[0].shape == (64,) and first[1] == 64
+    # both backends call back after the first minibatch
+    losses, step, status, error = backend.train_epoch(*args, callback=fail)
+    assert status == "stopped" and isinstance(error, RuntimeError)
+    assert calls == [1] and losses.shape == (1,) and step == 1
+    losses, step, status, error = backend.train_epoch(*args, callback=lambda done: False)
+    assert (status, error, step, losses.shape) == ("stopped", None, 1, (1,))

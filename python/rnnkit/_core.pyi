@@ -4,7 +4,7 @@ Arrays of the same call share one dtype, float32 or float64: that of ``params`` 
 Arrays named as updated in place must be C-contiguous and writeable.
 """
 
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -44,8 +44,10 @@ def train_epoch(X: NDArray[np.floating], Y: NDArray[np.floating], params: NDArra
                 eps: float, momentum_buffer: Optional[NDArray[np.floating]],
                 exp_avg: Optional[NDArray[np.floating]],
                 exp_avg_sq: Optional[NDArray[np.floating]],
-                step: int) -> Tuple[NDArray[np.float64], int]:
-    """One epoch in one call; returns (per-minibatch losses, step count after the epoch)."""
+                step: int, callback: Optional[Callable[[int], Optional[bool]]] = None
+                ) -> Tuple[NDArray[np.float64], int, str, Optional[BaseException]]:
+    """One epoch in one call; returns (losses of the applied minibatches, step count after
+    them, "completed" | "nonfinite" | "stopped", the exception that stopped it or None)."""
 
 def _set_kernel_variant(variant: str) -> None:
     """Testing aid: run the 'plain' or the 'blocked' (default) matrix-vector loops."""

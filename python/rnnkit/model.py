@@ -274,9 +274,16 @@ class RNN:
         history: Dict[str, List[float]] = {"loss": [], "val_loss": []}
         for epoch in range(epochs):
             order = self._rng.permutation(N) if shuffle else np.arange(N)
-            losses, opt.step_count = self._backend.train_epoch(
+            losses, opt.step_count, status, error = self._backend.train_epoch(
                 X, Y, self._params, order, batch_size, **self._spec(), bptt_truncate=k,
                 clip_norm=clip_norm, clip_value=clip_value, **opt.epoch_args())
+            if status == "nonfinite":
+                raise FloatingPointError(
+                    f"training diverged at epoch {epoch + 1}, batch {len(losses) + 1}: the loss "
+                    "or the gradient became NaN or Inf. The weights are those after the last "
+                    "good update; try clip_norm / clip_value or a smaller learning rate.")
+            if status == "stopped":
+                raise error if error is not None else KeyboardInterrupt()
             history["loss"].append(float(np.dot(losses, batch_sizes) / N))
             line = f"epoch {epoch + 1}/{epochs} - loss: {history['loss'][-1]:.6g}"
             if validation_data is not None:

@@ -24,7 +24,7 @@ Indices in code are 0-based: step t of the docstrings is ``[:, t - 1]``.
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 
@@ -169,7 +169,7 @@ def clip(grad: np.ndarray, clip_norm: Optional[float], clip_value: Optional[floa
     2. clip_value=c: grad = clamp(grad, -c, c)             (torch.nn.utils.clip_grad_value_)
     Either may be None to skip it.
     """
-    norm = float(np.sqrt(np.sum(grad * grad)))
+    norm = float(np.sqrt(np.sum(np.square(grad, dtype=np.float64))))    # summed in float64
     if clip_norm is not None:
         grad *= min(1.0, clip_norm / (norm + 1e-6))
     if clip_value is not None:
@@ -217,28 +217,46 @@ def train_epoch(X: np.ndarray, Y: np.ndarray, params: np.ndarray, order: np.ndar
                 clip_value: Optional[float], optimizer: str, lr: float, momentum: float,
                 weight_decay: float, beta1: float, beta2: float, eps: float,
                 momentum_buffer: Optional[np.ndarray], exp_avg: Optional[np.ndarray],
-                exp_avg_sq: Optional[np.ndarray], step: int) -> Tuple[np.ndarray, int]:
+                exp_avg_sq: Optional[np.ndarray], step: int,
+                callback: Optional[Callable[[int], Optional[bool]]] = None
+                ) -> Tuple[np.ndarray, int, str, Optional[BaseException]]:
     """One epoch: minibatches of ``batch_size`` records taken in ``order``, each from h0 = 0:
     forward, loss, truncated gradient, clip, update (``optimizer`` "sgd" or "adam").
 
     ``params`` and the optimizer state are updated in place. ``step`` counts the updates made
-    so far (Adam's bias correction reads it). Returns the loss of each minibatch (before its
-    update) and the step count after the epoch.
+    so far (Adam's bias correction reads it). After each update ``callback(batches_done)``, if
+    given, may return False to stop the epoch (the C++ core calls it after the first minibatch,
+    then at most every 50 ms).
+
+    Returns ``(losses, step, status, error)``: the loss of each minibatch whose update was
+    applied (computed before it), the step count after them, and how the epoch ended:
+    "completed"; "nonfinite" when the next minibatch's loss or gradient was NaN or Inf (its
+    update is not applied); "stopped" when the callback returned False or raised, the exception
+    then being ``error`` (else None).
     """
-    losses = np.empty((len(order) + batch_size - 1) // batch_size, dtype=np.float64)
-    for batch, start in enumerate(range(0, len(order), batch_size)):
+    losses = []
+    for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         xb, yb = X[rows], Y[rows]
-        outputs, hidden_states, _ = forward(xb, None, params, hidden_size, output_size, bias,
-                                            activation, Y.ndim == 3)
-        losses[batch], grad = backward(xb, yb, None, params, hidden_states, outputs,
-                                       hidden_size, output_size, bias, activation,
-                                       bptt_truncate)
-        clip(grad, clip_norm, clip_value)
+        with np.errstate(over="ignore", invalid="ignore"):   # a diverging batch is reported
+            outputs, hidden_states, _ = forward(xb, None, params, hidden_size, output_size,
+                                                bias, activation, Y.ndim == 3)
+            loss, grad = backward(xb, yb, None, params, hidden_states, outputs, hidden_size,
+                                  output_size, bias, activation, bptt_truncate)
+            norm = clip(grad, clip_norm, clip_value)
+        if not (np.isfinite(loss) and np.isfinite(norm)):
+            return np.array(losses), step, "nonfinite", None
         step += 1
         if optimizer == "sgd":
             sgd_step(params, grad, momentum_buffer, lr, momentum, weight_decay)
         else:
             adam_step(params, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
                       weight_decay)
-    return losses, step
+        losses.append(loss)
+        if callback is not None:
+            try:
+                if callback(len(losses)) is False:
+                    return np.array(losses), step, "stopped", None
+            except Exception as exc:  # noqa: BLE001 - handed back to the caller, as in C++
+                return np.array(losses), step, "stopped", exc
+    return np.array(losses), step, "completed", None
