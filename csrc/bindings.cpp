@@ -154,7 +154,7 @@ py::tuple forward(const py::object& X_, const py::object& h0_, const py::object&
         auto out_shape = y_shape<Real>(s, return_sequences);
         py::array_t<Real> outputs(std::vector<py::ssize_t>(out_shape.begin(), out_shape.end()));
         py::array_t<Real> final_state({s.N, s.H});
-        std::vector<Real> work(size_t(rnnkit::forward_work_size(s.I, s.H)));
+        std::vector<Real> work(size_t(rnnkit::forward_work_size(s.I, s.H, s.O)));
         Real* hs = hidden_states.mutable_data();
         Real* ys = outputs.mutable_data();
         Real* hT = final_state.mutable_data();
@@ -401,17 +401,30 @@ py::tuple train_epoch(const py::object& X_, const py::object& Y_, const py::obje
     });
 }
 
-void set_kernel_variant(const std::string& name) {
-    if (name == "plain")
-        rnnkit::set_kernel_variant(rnnkit::KernelVariant::Plain);
-    else if (name == "blocked")
-        rnnkit::set_kernel_variant(rnnkit::KernelVariant::Blocked);
-    else
-        throw py::value_error("variant must be 'plain' or 'blocked', got '" + name + "'");
+const char* isa_name(rnnkit::Isa isa) {
+    switch (isa) {
+        case rnnkit::Isa::Avx512: return "avx512";
+        case rnnkit::Isa::Avx2: return "avx2";
+        default: return "baseline";
+    }
 }
 
-std::string kernel_variant() {
-    return rnnkit::kernel_variant() == rnnkit::KernelVariant::Plain ? "plain" : "blocked";
+void set_isa(const std::string& name) {
+    rnnkit::Isa isa;
+    if (name == "best") isa = rnnkit::best_isa();
+    else if (name == "avx512") isa = rnnkit::Isa::Avx512;
+    else if (name == "avx2") isa = rnnkit::Isa::Avx2;
+    else if (name == "baseline") isa = rnnkit::Isa::Baseline;
+    else throw py::value_error("isa must be 'best', 'avx512', 'avx2' or 'baseline', got '" + name + "'");
+    if (int(isa) > int(rnnkit::best_isa()))
+        throw py::value_error(std::string("this CPU supports instruction sets up to '") +
+                              isa_name(rnnkit::best_isa()) + "', not '" + name + "'");
+    rnnkit::set_isa(isa);
+}
+
+void set_num_threads(int64_t n) {
+    check_size(n, "n");
+    rnnkit::set_num_threads(int(std::min<int64_t>(n, 1024)));
 }
 
 }  // namespace
@@ -445,7 +458,14 @@ PYBIND11_MODULE(_core, m) {
           py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("step"),
           py::arg("callback") = py::none(),
           "One epoch of minibatch training in one call; returns (losses, step, status, error).");
-    m.def("_set_kernel_variant", &set_kernel_variant, py::arg("variant"),
-          "Testing aid: run the 'plain' or the 'blocked' (default) matrix-vector loops.");
-    m.def("_kernel_variant", &kernel_variant, "The matrix-vector loops in use.");
+    m.def("set_num_threads", &set_num_threads, py::arg("n"),
+          "Use n threads (>= 1) in the C++ core; results do not depend on it.");
+    m.def("get_num_threads", &rnnkit::num_threads, "The number of threads the C++ core uses.");
+    m.def("_set_isa", &set_isa, py::arg("isa"),
+          "Testing aid: run the products at 'baseline', 'avx2', 'avx512' or the 'best' level.");
+    m.def("_isa", [] { return std::string(isa_name(rnnkit::current_isa_level())); },
+          "The instruction-set level the products run at.");
+    m.def("_set_plain_loops", &rnnkit::set_plain_loops, py::arg("plain"),
+          "Testing aid: run the plain loops instead of the register-tiled ones.");
+    m.def("_plain_loops", &rnnkit::plain_loops, "Whether the plain loops are in use.");
 }

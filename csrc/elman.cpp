@@ -1,9 +1,11 @@
 // The Elman kernel pair: elman_forward / elman_backward (see rnnkit.h for the letters).
 //
-// Inner loops run over a contiguous output index with independent accumulators ("axpy" form:
-// out[:] += column[:] * scalar), so the compiler vectorizes them without reassociating any
-// sum: every element is accumulated in the same order as the plain mathematical definition.
-// The matrix-vector products go through gemv_t_accumulate (gemv.cpp).
+// The products run through gemm_accumulate (gemm.cpp), batched where the recurrence allows:
+// the input projection of every step at once, then one product per step for all records; the
+// weight gradients as one product over all steps and records once the deltas are known.
+// Records are split across threads in the forward pass and the backward sweep, rows of the
+// weight gradients in their accumulation, so that every output element is computed on one
+// thread in a fixed order: results do not depend on the thread count.
 #include <algorithm>
 #include <cmath>
 
@@ -26,37 +28,12 @@ ParamViews<Real> param_views(Real* flat, int64_t I, int64_t H, int64_t O, bool b
     return p;
 }
 
-int64_t forward_work_size(int64_t I, int64_t H) { return I * H + H * H; }
-
-int64_t backward_work_size(int64_t N, int64_t T, int64_t H, int64_t O, bool return_sequences) {
-    return 2 * N * H + N * (return_sequences ? T : 1) * O;
-}
-
 template <typename Real>
 void zero_buffer(Real* buffer, int64_t n) {
     std::fill(buffer, buffer + n, Real(0));
 }
 
 namespace {
-
-// h = f(a) in place over n elements. The sigmoid reads exp(-|a|), which never overflows.
-template <typename Real>
-void activate(Real* a, int64_t n, Activation act) {
-    switch (act) {
-        case Activation::Tanh:
-            for (int64_t j = 0; j < n; ++j) a[j] = std::tanh(a[j]);
-            break;
-        case Activation::Sigmoid:
-            for (int64_t j = 0; j < n; ++j) {
-                const Real e = std::exp(-std::fabs(a[j]));
-                a[j] = a[j] >= Real(0) ? Real(1) / (Real(1) + e) : e / (Real(1) + e);
-            }
-            break;
-        case Activation::Relu:
-            for (int64_t j = 0; j < n; ++j) a[j] = std::max(a[j], Real(0));
-            break;
-    }
-}
 
 // delta = dh * f'(a), with f'(a) written in terms of h = f(a).
 template <typename Real>
@@ -75,87 +52,80 @@ void times_activation_derivative(Real* delta, const Real* dh, const Real* h, int
     }
 }
 
-// out (rows, cols) = in (cols, rows) transposed.
+// out (rows, cols) = in (cols, rows) transposed, with row strides ld_out and ld_in.
 template <typename Real>
-void transpose(Real* out, const Real* in, int64_t rows, int64_t cols) {
+void transpose(Real* out, int64_t ld_out, const Real* in, int64_t ld_in, int64_t rows,
+               int64_t cols) {
     for (int64_t r = 0; r < rows; ++r)
-        for (int64_t c = 0; c < cols; ++c) out[r * cols + c] = in[c * rows + r];
+        for (int64_t c = 0; c < cols; ++c) out[r * ld_out + c] = in[c * ld_in + r];
 }
 
-// y (O,) = V h + c
+// Each row n of `rows` rows (row stride ld) set to the vector v (cols,), or to zero if v is null.
 template <typename Real>
-void output_layer(Real* y, const Real* h, const Real* V, const Real* c, int64_t H, int64_t O) {
-    for (int64_t o = 0; o < O; ++o) {
-        Real acc = Real(0);
-        const Real* v = V + o * H;
-        for (int64_t j = 0; j < H; ++j) acc += v[j] * h[j];
-        y[o] = c ? acc + c[o] : acc;
-    }
-}
-
-// One backward step of one record: delta = dh * f'(a_s); dU += delta x_s^T,
-// dW += delta h_{s-1}^T (nothing when h_{s-1} is the zero state, h_prev null), db += delta;
-// then dh_prev = W^T delta unless dh_prev is null. dh_prev may be dh itself.
-template <typename Real>
-void backward_step(ParamViews<Real> g, Real* dh_prev, Real* delta, const Real* dh,
-                   const Real* x, const Real* h, const Real* h_prev, const Real* W,
-                   int64_t I, int64_t H, Activation act) {
-    times_activation_derivative(delta, dh, h, H, act);
-    for (int64_t r = 0; r < H; ++r) {
-        const Real d = delta[r];
-        Real* dU = g.U + r * I;
-        for (int64_t i = 0; i < I; ++i) dU[i] += d * x[i];
-    }
-    if (h_prev) {
-        for (int64_t r = 0; r < H; ++r) {
-            const Real d = delta[r];
-            Real* dW = g.W + r * H;
-            for (int64_t j = 0; j < H; ++j) dW[j] += d * h_prev[j];
-        }
-    }
-    if (g.b)
-        for (int64_t r = 0; r < H; ++r) g.b[r] += delta[r];
-    if (dh_prev) {
-        zero_buffer(dh_prev, H);
-        gemv_t_accumulate(dh_prev, W, delta, H, H);  // W^T delta
+void fill_rows(Real* out, int64_t ld, const Real* v, int64_t rows, int64_t cols) {
+    for (int64_t n = 0; n < rows; ++n) {
+        if (v)
+            std::copy(v, v + cols, out + n * ld);
+        else
+            zero_buffer(out + n * ld, cols);
     }
 }
 
-// dh (H,) += V^T g (g is dL/dy_t, (O,))
-template <typename Real>
-void add_output_gradient(Real* dh, const Real* g, const Real* V, int64_t H, int64_t O) {
-    gemv_t_accumulate(dh, V, g, O, H);
+// Rows need enough work to be worth a thread of their own.
+int64_t min_rows_per_thread(int64_t T, int64_t H) {
+    return std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, T * H * H));
 }
 
 }  // namespace
+
+int64_t forward_work_size(int64_t I, int64_t H, int64_t O) { return I * H + H * H + H * O; }
+
+int64_t backward_work_size(int64_t N, int64_t T, int64_t H, int64_t O, bool return_sequences) {
+    return N * (return_sequences ? T : 1) * O + 2 * N * H + 2 * N * T * H;
+}
 
 template <typename Real>
 void elman_forward(Real* hidden_states, Real* outputs, const Real* X, const Real* h0,
                    const Real* params, int64_t N, int64_t T, int64_t I, int64_t H, int64_t O,
                    bool bias, Activation act, bool return_sequences, Real* work) {
     const ParamViews<const Real> p = param_views(params, I, H, O, bias);
-    Real* UT = work;          // (I, H) = U^T, so that a[:] += U^T[i, :] x_i runs unit-stride
-    Real* WT = UT + I * H;    // (H, H) = W^T
-    transpose(UT, p.U, I, H);
-    transpose(WT, p.W, H, H);
+    Real* UT = work;          // (I, H) = U^T: a_t (rows, H) += x_t (rows, I) U^T
+    Real* WT = UT + I * H;    // (H, H) = W^T: a_t (rows, H) += h_{t-1} (rows, H) W^T
+    Real* VT = WT + H * H;    // (H, O) = V^T: y_t (rows, O) = h_t (rows, H) V^T + c
+    transpose(UT, H, p.U, I, I, H);
+    transpose(WT, H, p.W, H, H, H);
+    transpose(VT, O, p.V, H, H, O);
+    const int64_t ld = T * H;  // from one record's h_t to the next record's
 
-    for (int64_t n = 0; n < N; ++n) {
-        const Real* h_prev = h0 ? h0 + n * H : nullptr;
-        for (int64_t t = 0; t < T; ++t) {
-            Real* a = hidden_states + (n * T + t) * H;  // a_t, then h_t in place
-            const Real* x = X + (n * T + t) * I;
-            if (p.b)
-                std::copy(p.b, p.b + H, a);
-            else
-                zero_buffer(a, H);
-            gemv_t_accumulate(a, UT, x, I, H);                   // += U x_t
-            if (h_prev) gemv_t_accumulate(a, WT, h_prev, H, H);  // += W h_{t-1}
-            activate(a, H, act);
-            if (return_sequences) output_layer(outputs + (n * T + t) * O, a, p.V, p.c, H, O);
-            h_prev = a;
+    // Records are independent: each thread runs its own rows through every step.
+    parallel_for(N, min_rows_per_thread(T, H), [&](int64_t n0, int64_t n1) {
+        const int64_t rows = n1 - n0;
+        Real* hs = hidden_states + n0 * ld;      // (rows, T, H)
+        // the input projection of every step at once: a = b + U x_t for all t
+        for (int64_t n = 0; n < rows; ++n) {
+            fill_rows(hs + n * ld, H, p.b, T, H);
+            gemm_accumulate(hs + n * ld, H, X + (n0 + n) * T * I, I, UT, H, T, H, I);
         }
-        if (!return_sequences) output_layer(outputs + n * O, h_prev, p.V, p.c, H, O);
-    }
+        for (int64_t t = 0; t < T; ++t) {
+            Real* a = hs + t * H;                 // a_t of the first row; rows are ld apart
+            if (t > 0)
+                gemm_accumulate(a, ld, a - H, ld, WT, H, rows, H, H);
+            else if (h0)
+                gemm_accumulate(a, ld, h0 + n0 * H, H, WT, H, rows, H, H);
+            for (int64_t n = 0; n < rows; ++n) activate(a + n * ld, H, act);
+        }
+        if (return_sequences) {
+            for (int64_t n = 0; n < rows; ++n) {
+                Real* y = outputs + (n0 + n) * T * O;
+                fill_rows(y, O, p.c, T, O);
+                gemm_accumulate(y, O, hs + n * ld, H, VT, O, T, O, H);
+            }
+        } else {
+            Real* y = outputs + n0 * O;
+            fill_rows(y, O, p.c, rows, O);
+            gemm_accumulate(y, O, hs + (T - 1) * H, ld, VT, O, rows, O, H);
+        }
+    });
 }
 
 template <typename Real>
@@ -167,9 +137,13 @@ double elman_backward(Real* grad, const Real* X, const Real* Y, const Real* h0,
     const ParamViews<Real> g = param_views(grad, I, H, O, bias);
     const int64_t steps_with_target = return_sequences ? T : 1;
     const int64_t count = N * steps_with_target * O;
-    Real* dh = work;                 // (N, H): gradient reaching h_s
-    Real* delta = dh + N * H;        // (N, H): gradient reaching a_s
-    Real* dy = delta + N * H;        // shaped like Y: dL/dy
+    const int64_t ld = T * H;
+    const bool full = k < 0 || k >= T - 1;
+    Real* dy = work;                   // shaped like Y: dL/dy
+    Real* dh = dy + count;             // (N, H): gradient reaching h_s
+    Real* delta = dh + N * H;          // (N, H): one loss term's gradient reaching a_s
+    Real* Delta = delta + N * H;       // (N, T, H): every term's gradient reaching a_s, summed
+    Real* DeltaT = Delta + N * T * H;  // (N, H, T): Delta of each record transposed
 
     // loss and dL/dy = 2 (y - Y) / count
     double sum_sq = 0.0;
@@ -179,23 +153,18 @@ double elman_backward(Real* grad, const Real* X, const Real* Y, const Real* h0,
         sum_sq += double(diff * diff);
         dy[e] = scale * diff;
     }
-
-    // h_t and dL/dy_t of record n at 0-based step t (t must be a target step)
-    auto h_at = [&](int64_t n, int64_t t) { return hidden_states + (n * T + t) * H; };
-    auto h_before = [&](int64_t n, int64_t t) -> const Real* {
-        if (t > 0) return h_at(n, t - 1);
-        return h0 ? h0 + n * H : nullptr;
-    };
+    const int64_t ld_dy = return_sequences ? T * O : O;   // from one record's dy_t to the next
     auto dy_at = [&](int64_t n, int64_t t) {
         return return_sequences ? dy + (n * T + t) * O : dy + n * O;
     };
-    auto x_at = [&](int64_t n, int64_t t) { return X + (n * T + t) * I; };
+    // the steps that receive gradient: [first_step, T)
+    const int64_t first_step = full || return_sequences ? 0 : std::max<int64_t>(T - 1 - k, 0);
 
     // dV += g_t h_t^T, dc += g_t for every target step
     for (int64_t t = return_sequences ? 0 : T - 1; t < T; ++t) {
         for (int64_t n = 0; n < N; ++n) {
             const Real* gy = dy_at(n, t);
-            const Real* h = h_at(n, t);
+            const Real* h = hidden_states + n * ld + t * H;
             for (int64_t o = 0; o < O; ++o) {
                 Real* dV = g.V + o * H;
                 for (int64_t j = 0; j < H; ++j) dV[j] += gy[o] * h[j];
@@ -205,34 +174,79 @@ double elman_backward(Real* grad, const Real* X, const Real* Y, const Real* h0,
         }
     }
 
-    // One backward step of record n at step s, from dh (which it then replaces by
-    // W^T delta when `propagate`, i.e. when an earlier step still receives gradient).
-    auto step_back = [&](int64_t n, int64_t s, bool propagate) {
-        Real* dhn = dh + n * H;
-        backward_step(g, propagate ? dhn : nullptr, delta + n * H, dhn, x_at(n, s), h_at(n, s),
-                      h_before(n, s), p.W, I, H, act);
-    };
-
-    if (k < 0 || k >= T - 1) {
-        // Full BPTT: one sweep from the last step down, dh carrying every later term.
-        zero_buffer(dh, N * H);
-        for (int64_t s = T - 1; s >= 0; --s) {
-            for (int64_t n = 0; n < N; ++n) {
+    // Phase 1, records independent: walk back through time, collecting in Delta[n, s] the
+    // gradient that reaches a_s from every loss term, then transpose each record's Delta.
+    parallel_for(N, min_rows_per_thread(T, H), [&](int64_t n0, int64_t n1) {
+        const int64_t rows = n1 - n0;
+        Real* dh_r = dh + n0 * H;
+        Real* delta_r = delta + n0 * H;
+        Real* Delta_r = Delta + n0 * ld;
+        const Real* hs_r = hidden_states + n0 * ld;
+        // dst (rows, H, stride ld_dst) = dh_r * f'(a_s)
+        auto times_derivative = [&](Real* dst, int64_t ld_dst, int64_t s) {
+            for (int64_t n = 0; n < rows; ++n)
+                times_activation_derivative(dst + n * ld_dst, dh_r + n * H,
+                                            hs_r + n * ld + s * H, H, act);
+        };
+        if (full) {
+            // one sweep from the last step down, dh carrying every later term
+            zero_buffer(dh_r, rows * H);
+            for (int64_t s = T - 1; s >= 0; --s) {
                 if (return_sequences || s == T - 1)
-                    add_output_gradient(dh + n * H, dy_at(n, s), p.V, H, O);
-                step_back(n, s, s > 0);
+                    gemm_accumulate(dh_r, H, dy_at(n0, s), ld_dy, p.V, H, rows, H, O);
+                times_derivative(Delta_r + s * H, ld, s);
+                if (s > 0) {
+                    zero_buffer(dh_r, rows * H);
+                    gemm_accumulate(dh_r, H, Delta_r + s * H, ld, p.W, H, rows, H, H);
+                }
+            }
+        } else {
+            // truncated: the term of each target step t walks back through t, .., t-k alone
+            for (int64_t s = first_step; s < T; ++s) fill_rows(Delta_r + s * H, ld, static_cast<const Real*>(nullptr), rows, H);
+            for (int64_t t = return_sequences ? 0 : T - 1; t < T; ++t) {
+                zero_buffer(dh_r, rows * H);
+                gemm_accumulate(dh_r, H, dy_at(n0, t), ld_dy, p.V, H, rows, H, O);
+                const int64_t first = std::max<int64_t>(t - k, 0);
+                for (int64_t s = t; s >= first; --s) {
+                    times_derivative(delta_r, H, s);
+                    for (int64_t n = 0; n < rows; ++n) {
+                        Real* D = Delta_r + n * ld + s * H;
+                        const Real* d = delta_r + n * H;
+                        for (int64_t j = 0; j < H; ++j) D[j] += d[j];
+                    }
+                    if (s > first) {
+                        zero_buffer(dh_r, rows * H);
+                        gemm_accumulate(dh_r, H, delta_r, H, p.W, H, rows, H, H);
+                    }
+                }
             }
         }
-    } else {
-        // Truncated: the term of each target step t walks back through t, t-1, .., t-k alone.
-        for (int64_t t = return_sequences ? 0 : T - 1; t < T; ++t) {
-            zero_buffer(dh, N * H);
-            for (int64_t n = 0; n < N; ++n) add_output_gradient(dh + n * H, dy_at(n, t), p.V, H, O);
-            const int64_t first = std::max<int64_t>(t - k, 0);
-            for (int64_t s = t; s >= first; --s)
-                for (int64_t n = 0; n < N; ++n) step_back(n, s, s > first);
+        for (int64_t n = n0; n < n1; ++n)
+            transpose(DeltaT + n * H * T + first_step, T, Delta + n * ld + first_step * H, H, H,
+                      T - first_step);
+    });
+
+    // Phase 2, rows of the weight gradients independent: dW += Delta^T h_{s-1},
+    // dU += Delta^T x_s, db += Delta summed over records and steps, records in order.
+    const int64_t steps = T - first_step;
+    parallel_for(H, 8, [&](int64_t r0, int64_t r1) {
+        const int64_t rows = r1 - r0;
+        for (int64_t n = 0; n < N; ++n) {
+            const Real* D = DeltaT + n * H * T + r0 * T;          // (rows, T)
+            const Real* hs_n = hidden_states + n * ld;
+            int64_t s = first_step;
+            if (s == 0) {                                          // h_{-1} is h0 (or zero)
+                if (h0) gemm_accumulate(g.W + r0 * H, H, D, T, h0 + n * H, H, rows, H, 1);
+                s = 1;
+            }
+            gemm_accumulate(g.W + r0 * H, H, D + s, T, hs_n + (s - 1) * H, H, rows, H, T - s);
+            gemm_accumulate(g.U + r0 * I, I, D + first_step, T, X + n * T * I + first_step * I,
+                            I, rows, I, steps);
+            if (g.b)
+                for (int64_t r = 0; r < rows; ++r)
+                    for (int64_t t = first_step; t < T; ++t) g.b[r0 + r] += D[r * T + t];
         }
-    }
+    });
     return sum_sq / double(count);
 }
 

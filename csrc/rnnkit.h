@@ -40,19 +40,36 @@ struct ParamViews {
 template <typename Real>
 ParamViews<Real> param_views(Real* flat, int64_t I, int64_t H, int64_t O, bool bias);
 
-// y (cols,) += M^T v for M (rows, cols) and v (rows,): y[j] += sum_r M[r, j] v[r], summed in
-// increasing r. Every product of the recurrence (U x, W h, W^T delta, V^T g) goes through it.
+// C (M, N) += A (M, K) B (K, N), row strides ldc, lda, ldb: every C[m, j] is summed over k in
+// increasing order, starting from its value. Every product of the recurrence goes through it.
 template <typename Real>
-void gemv_t_accumulate(Real* y, const Real* M, const Real* v, int64_t rows, int64_t cols);
+void gemm_accumulate(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B,
+                     int64_t ldb, int64_t M, int64_t N, int64_t K);
 
-// Which gemv_t_accumulate runs: the plain loop or the register-blocked one (the default). Both
-// give bitwise-identical results; the switch exists so that the tests can prove it.
-enum class KernelVariant { Plain, Blocked };
-void set_kernel_variant(KernelVariant variant);
-KernelVariant kernel_variant();
+// The instruction-set level gemm_accumulate runs at: the best the CPU has unless set_isa chose
+// a lower one. AVX2 and AVX-512 fuse each multiply-add (one rounding); Baseline does not.
+enum class Isa { Baseline = 0, Avx2 = 1, Avx512 = 2 };
+Isa best_isa();
+Isa current_isa_level();
+void set_isa(Isa isa);  // throws std::invalid_argument above best_isa()
+
+// The plain loops instead of the register-tiled ones (bitwise-identical results; for tests).
+void set_plain_loops(bool plain);
+bool plain_loops();
+
+// Threads: parallel_for(n, min_chunk, fn) runs fn(begin, end) over at most num_threads()
+// contiguous chunks of [0, n), each at least min_chunk long, the first on the calling thread.
+// The default count is RNNKIT_NUM_THREADS or every core.
+void set_num_threads(int n);
+int num_threads();
+void parallel_for(int64_t n, int64_t min_chunk, const std::function<void(int64_t, int64_t)>& fn);
+
+// h = f(a) in place over n elements (activations.cpp: vectorized, never overflows).
+template <typename Real>
+void activate(Real* a, int64_t n, Activation act);
 
 // Scratch sizes (in scalars) the caller provides to the kernels, so nothing allocates inside.
-int64_t forward_work_size(int64_t I, int64_t H);
+int64_t forward_work_size(int64_t I, int64_t H, int64_t O);
 int64_t backward_work_size(int64_t N, int64_t T, int64_t H, int64_t O, bool return_sequences);
 
 // Forward over a batch:  a_t = U x_t + W h_{t-1} + b,  h_t = f(a_t),  y_t = V h_t + c.
@@ -64,7 +81,7 @@ void elman_forward(Real* hidden_states,   // (N, T, H) out: h_t at [:, t-1]
                    const Real* params,    // (P,)
                    int64_t N, int64_t T, int64_t I, int64_t H, int64_t O,
                    bool bias, Activation act, bool return_sequences,
-                   Real* work);           // forward_work_size(I, H)
+                   Real* work);           // forward_work_size(I, H, O)
 
 // Truncated BPTT of L = mean((y - Y)^2) from a forward pass's results. Adds dL/dparams into
 // grad (clear it first with zero_buffer) and returns L.

@@ -196,40 +196,88 @@ def test_whole_training_run_matches():
         assert_close(model_c.weights[name], w, 1e-9)
 
 
+ISA_LEVELS = ["baseline", "avx2", "avx512"]
+
+
+def available(isa):
+    """Whether this CPU runs the given level (the best level is the highest it accepts)."""
+    try:
+        _core._set_isa(isa)
+        return True
+    except ValueError:
+        return False
+    finally:
+        _core._set_isa("best")
+
+
 @pytest.fixture
-def kernel_variant():
-    """Switch the C++ matrix-vector loops for one test, restoring the default afterwards."""
-    default = _core._kernel_variant()
-    yield _core._set_kernel_variant
-    _core._set_kernel_variant(default)
+def core_settings():
+    """Restore the C++ core's loops, instruction-set level and thread count after a test."""
+    threads = _core.get_num_threads()
+    yield
+    _core._set_plain_loops(False)
+    _core._set_isa("best")
+    _core.set_num_threads(threads)
+
+
+def core_results(X, Y, h0, params, spec, order, bptt_truncate):
+    """Everything the C++ core computes for one problem: forward, backward, an Adam epoch."""
+    out, hs, last = _core.forward(X, h0, params, **spec, return_sequences=Y.ndim == 3)
+    loss, grad = _core.backward(X, Y, h0, params, hs, out, **spec, bptt_truncate=bptt_truncate)
+    p = params.copy()
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    losses = _core.train_epoch(X, Y, p, order, 4, **spec, bptt_truncate=bptt_truncate,
+                               clip_norm=1.0, clip_value=None, optimizer="adam", lr=0.01,
+                               momentum=0.0, weight_decay=0.0, beta1=0.9, beta2=0.999, eps=1e-8,
+                               momentum_buffer=None, exp_avg=m, exp_avg_sq=v, step=0)[0]
+    return out, hs, last, np.array(loss), grad, losses, p, m, v
+
+
+def problem_for(H, dtype, return_sequences=True):
+    rng = np.random.default_rng(H)
+    N, T, I, O = 9, 6, 2, 3
+    params, X, Y, h0 = make_problem(rng, N, T, I, H, O, True, return_sequences, dtype, True)
+    spec = dict(hidden_size=H, output_size=O, bias=True, activation="tanh")
+    return X, Y, h0, params, spec, rng.permutation(N)
+
+
+@pytest.mark.parametrize("isa", ISA_LEVELS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("H", [1, 3, 7, 8, 33, 70, 100])   # whole tiles, half vectors, tails
+@pytest.mark.parametrize("bptt_truncate", [None, 2])
+def test_tiled_loops_equal_plain_loops_bitwise(core_settings, isa, dtype, H, bptt_truncate):
+    """At each instruction-set level the register-tiled products round exactly like the
+    plain loops, and both agree with the reference."""
+    if not available(isa):
+        pytest.skip(f"this CPU has no {isa}")
+    X, Y, h0, params, spec, order = problem_for(H, dtype)
+    _core._set_isa(isa)
+    results = {}
+    for plain in (True, False):
+        _core._set_plain_loops(plain)
+        results[plain] = core_results(X, Y, h0, params, spec, order, bptt_truncate)
+    for a, b in zip(results[True], results[False]):
+        assert np.array_equal(a, b)
+    out_r, hs_r, _ = ref.forward(X, h0, params, **spec, return_sequences=True)
+    grad_r = ref.backward(X, Y, h0, params, hs_r, out_r, **spec, bptt_truncate=bptt_truncate)[1]
+    assert_close(results[False][0], out_r, TOL[dtype])
+    assert_close(results[False][4], grad_r, TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("H", [1, 7, 8, 33, 70, 100])   # whole 32/64-blocks, 8-blocks and tails
-@pytest.mark.parametrize("bptt_truncate", [None, 2])
-def test_blocked_kernel_equals_plain_loop_bitwise(kernel_variant, dtype, H, bptt_truncate):
-    rng = np.random.default_rng(H)
-    N, T, I, O = 3, 6, 2, 3
-    params, X, Y, h0 = make_problem(rng, N, T, I, H, O, True, True, dtype, True)
-    spec = dict(hidden_size=H, output_size=O, bias=True, activation="tanh")
-    order = rng.permutation(N)
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_results_do_not_depend_on_the_thread_count(core_settings, dtype, return_sequences):
+    X, Y, h0, params, spec, order = problem_for(40, dtype, return_sequences)
+    X, Y, h0 = (np.concatenate([a] * 8) for a in (X, Y, h0))     # 72 records: several chunks
+    order = np.random.default_rng(0).permutation(len(X))
     results = {}
-    for variant in ("plain", "blocked"):
-        kernel_variant(variant)
-        assert _core._kernel_variant() == variant
-        out, hs, last = _core.forward(X, h0, params, **spec, return_sequences=True)
-        loss, grad = _core.backward(X, Y, h0, params, hs, out, **spec,
-                                    bptt_truncate=bptt_truncate)
-        p = params.copy()
-        m, v = np.zeros_like(p), np.zeros_like(p)
-        losses = _core.train_epoch(X, Y, p, order, 2, **spec, bptt_truncate=bptt_truncate,
-                                      clip_norm=1.0, clip_value=None, optimizer="adam", lr=0.01,
-                                      momentum=0.0, weight_decay=0.0, beta1=0.9, beta2=0.999,
-                                      eps=1e-8, momentum_buffer=None, exp_avg=m, exp_avg_sq=v,
-                                      step=0)[0]
-        results[variant] = (out, hs, last, np.array(loss), grad, losses, p)
-    for plain, blocked in zip(results["plain"], results["blocked"]):
-        assert np.array_equal(plain, blocked)
+    for threads in (1, 2, 3, 5):
+        _core.set_num_threads(threads)
+        assert _core.get_num_threads() == threads
+        results[threads] = core_results(X, Y, h0, params, spec, order, None)
+    for threads in (2, 3, 5):
+        for a, b in zip(results[1], results[threads]):
+            assert np.array_equal(a, b)
 
 
 @pytest.mark.parametrize("backend", [ref, _core], ids=["reference", "cpp"])

@@ -1,0 +1,197 @@
+// C += A B, the matrix product under every step of the recurrence (see rnnkit.h).
+//
+// Two loops that round identically: the plain one, and a register-tiled one that keeps an
+// MR x (NV vectors) block of C in registers while it streams a panel of B. Both sum every
+// C[m, j] over k in increasing order, one multiply-add at a time, so they differ only in speed.
+//
+// Each is compiled three times, for AVX-512, AVX2 and baseline x86-64, and the best level the
+// CPU has is chosen when the module loads (set_isa overrides it, for the tests). This file is
+// compiled with -ffp-contract=fast: at the AVX2 and AVX-512 levels every multiply-add is one
+// fused instruction (one rounding), at the baseline level a multiply then an add. Results are
+// therefore bitwise reproducible for a given level, and agree with the reference to its
+// tolerances at every level.
+#include <atomic>
+#include <cmath>
+#include <stdexcept>
+
+#include "rnnkit.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define RNNKIT_X86 1
+#define RNNKIT_TARGET_AVX512 __attribute__((target("avx512f,fma")))
+#define RNNKIT_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define RNNKIT_X86 0
+#endif
+
+#define RNNKIT_INLINE __attribute__((always_inline)) inline
+
+namespace rnnkit {
+
+namespace {
+
+std::atomic<Isa> current_isa{Isa::Baseline};
+std::atomic<bool> use_plain{false};
+
+// c + a b: one fused operation where the level has FMA, else a multiply then an add. Written
+// out for scalars, since the vectorizer may otherwise split a contracted pair across lanes.
+template <bool Fma, typename Real>
+RNNKIT_INLINE Real madd(Real a, Real b, Real c) {
+    if constexpr (Fma)
+        return std::fma(a, b, c);
+    else
+        return c + a * b;
+}
+
+template <bool Fma, typename Real>
+RNNKIT_INLINE void gemm_plain(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B,
+                              int64_t ldb, int64_t M, int64_t N, int64_t K) {
+    for (int64_t m = 0; m < M; ++m) {
+        Real* c = C + m * ldc;
+        for (int64_t k = 0; k < K; ++k) {
+            const Real a = A[m * lda + k];
+            const Real* b = B + k * ldb;
+            for (int64_t j = 0; j < N; ++j) c[j] = madd<Fma>(a, b[j], c[j]);
+        }
+    }
+}
+
+// C[0:MR, 0:NV*L] += A[0:MR, :] B[:, 0:NV*L] with the block of C in registers.
+template <typename Real, int VB, int MR, int NV>
+RNNKIT_INLINE void gemm_tile(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B,
+                             int64_t ldb, int64_t K) {
+    typedef Real V __attribute__((vector_size(VB)));
+    constexpr int L = VB / int(sizeof(Real));
+    V acc[MR][NV];
+    for (int m = 0; m < MR; ++m)
+        for (int v = 0; v < NV; ++v) __builtin_memcpy(&acc[m][v], C + m * ldc + v * L, VB);
+    for (int64_t k = 0; k < K; ++k) {
+        V b[NV];
+        for (int v = 0; v < NV; ++v) __builtin_memcpy(&b[v], B + k * ldb + v * L, VB);
+        for (int m = 0; m < MR; ++m) {
+            const Real a = A[m * lda + k];
+            for (int v = 0; v < NV; ++v) acc[m][v] += a * b[v];
+        }
+    }
+    for (int m = 0; m < MR; ++m)
+        for (int v = 0; v < NV; ++v) __builtin_memcpy(C + m * ldc + v * L, &acc[m][v], VB);
+}
+
+// Columns [j, N) of rows [0, MR): single vectors of VB bytes, then of VB/2, .. 16 bytes, then
+// single columns.
+template <bool Fma, typename Real, int VB, int MR>
+RNNKIT_INLINE void gemm_rows_tail(Real* C, int64_t ldc, const Real* A, int64_t lda,
+                                  const Real* B, int64_t ldb, int64_t j, int64_t N, int64_t K) {
+    constexpr int L = VB / int(sizeof(Real));
+    for (; j + L <= N; j += L) gemm_tile<Real, VB, MR, 1>(C + j, ldc, A, lda, B + j, ldb, K);
+    if constexpr (VB > 16) {
+        gemm_rows_tail<Fma, Real, VB / 2, MR>(C, ldc, A, lda, B, ldb, j, N, K);
+        return;
+    }
+    for (; j < N; ++j) {
+        Real acc[MR];
+        for (int m = 0; m < MR; ++m) acc[m] = C[m * ldc + j];
+        for (int64_t k = 0; k < K; ++k) {
+            const Real b = B[k * ldb + j];
+            for (int m = 0; m < MR; ++m) acc[m] = madd<Fma>(A[m * lda + k], b, acc[m]);
+        }
+        for (int m = 0; m < MR; ++m) C[m * ldc + j] = acc[m];
+    }
+}
+
+// Rows [0, MR) of C += A B over every column: NV-vector tiles, then the tail.
+template <bool Fma, typename Real, int VB, int MR, int NV>
+RNNKIT_INLINE void gemm_rows(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B,
+                             int64_t ldb, int64_t N, int64_t K) {
+    constexpr int L = VB / int(sizeof(Real));
+    int64_t j = 0;
+    for (; j + NV * L <= N; j += NV * L)
+        gemm_tile<Real, VB, MR, NV>(C + j, ldc, A, lda, B + j, ldb, K);
+    gemm_rows_tail<Fma, Real, VB, MR>(C, ldc, A, lda, B, ldb, j, N, K);
+}
+
+template <bool Fma, typename Real, int VB, int NV>
+RNNKIT_INLINE void gemm_tiled(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B,
+                              int64_t ldb, int64_t M, int64_t N, int64_t K) {
+    constexpr int MR = 4;
+    int64_t m = 0;
+    for (; m + MR <= M; m += MR)
+        gemm_rows<Fma, Real, VB, MR, NV>(C + m * ldc, ldc, A + m * lda, lda, B, ldb, N, K);
+    for (; m < M; ++m) gemm_rows<Fma, Real, VB, 1, NV>(C + m * ldc, ldc, A + m * lda, lda, B, ldb, N, K);
+}
+
+// The three compilations of each loop. The bodies above are always inlined, so each is
+// generated with the instruction set of the function it lands in.
+#define RNNKIT_GEMM_LEVEL(name, attributes, Fma, VB, NV)                                              \
+    template <typename Real>                                                                   \
+    attributes void name##_tiled(Real* C, int64_t ldc, const Real* A, int64_t lda,             \
+                                 const Real* B, int64_t ldb, int64_t M, int64_t N, int64_t K) { \
+        gemm_tiled<Fma, Real, VB, NV>(C, ldc, A, lda, B, ldb, M, N, K);                         \
+    }                                                                                          \
+    template <typename Real>                                                                   \
+    attributes void name##_plain(Real* C, int64_t ldc, const Real* A, int64_t lda,             \
+                                 const Real* B, int64_t ldb, int64_t M, int64_t N, int64_t K) { \
+        gemm_plain<Fma>(C, ldc, A, lda, B, ldb, M, N, K);                                       \
+    }
+
+RNNKIT_GEMM_LEVEL(baseline, , false, 16, 2)
+#if RNNKIT_X86
+RNNKIT_GEMM_LEVEL(avx2, RNNKIT_TARGET_AVX2, true, 32, 2)
+RNNKIT_GEMM_LEVEL(avx512, RNNKIT_TARGET_AVX512, true, 64, 4)
+#endif
+
+Isa detect_isa() {
+#if RNNKIT_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")) return Isa::Avx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::Avx2;
+#endif
+    return Isa::Baseline;
+}
+
+const Isa best_isa_value = detect_isa();
+const bool isa_initialized = (current_isa.store(best_isa_value), true);
+
+}  // namespace
+
+Isa best_isa() { return best_isa_value; }
+
+Isa current_isa_level() { return current_isa.load(); }
+
+void set_isa(Isa isa) {
+    if (int(isa) > int(best_isa_value))
+        throw std::invalid_argument("this CPU does not support the requested instruction set");
+    current_isa.store(isa);
+}
+
+void set_plain_loops(bool plain) { use_plain.store(plain); }
+
+bool plain_loops() { return use_plain.load(); }
+
+template <typename Real>
+void gemm_accumulate(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B,
+                     int64_t ldb, int64_t M, int64_t N, int64_t K) {
+    (void)isa_initialized;
+    if (M <= 0 || N <= 0 || K <= 0) return;
+    const bool plain = use_plain.load(std::memory_order_relaxed);
+    switch (current_isa.load(std::memory_order_relaxed)) {
+#if RNNKIT_X86
+        case Isa::Avx512:
+            if (plain) return avx512_plain(C, ldc, A, lda, B, ldb, M, N, K);
+            return avx512_tiled(C, ldc, A, lda, B, ldb, M, N, K);
+        case Isa::Avx2:
+            if (plain) return avx2_plain(C, ldc, A, lda, B, ldb, M, N, K);
+            return avx2_tiled(C, ldc, A, lda, B, ldb, M, N, K);
+#endif
+        default:
+            if (plain) return baseline_plain(C, ldc, A, lda, B, ldb, M, N, K);
+            return baseline_tiled(C, ldc, A, lda, B, ldb, M, N, K);
+    }
+}
+
+template void gemm_accumulate(float*, int64_t, const float*, int64_t, const float*, int64_t,
+                              int64_t, int64_t, int64_t);
+template void gemm_accumulate(double*, int64_t, const double*, int64_t, const double*, int64_t,
+                              int64_t, int64_t, int64_t);
+
+}  // namespace rnnkit
