@@ -9,16 +9,16 @@
 //            otherwise (1 - e) / (1 + e), e = exp(-2|x|); one division for both.
 //   sigmoid: e = exp(-|a|); 1 / (1 + e) for a >= 0, e / (1 + e) otherwise (never overflows).
 // Both stay within a few units in the last place of the correctly rounded values (the tests
-// check it against NumPy). This file is compiled without FMA contraction, so the AVX-512,
-// AVX2 and baseline clones chosen at load time give bitwise-identical results.
+// check it against NumPy). This file is compiled without FMA contraction, so its AVX-512, AVX2
+// and baseline compilations (run at the level of gemm.cpp) give bitwise-identical results.
 #include <cstring>
 
 #include "rnnkit.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && defined(__linux__)
-#define RNNKIT_TARGET_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define RNNKIT_X86 1
 #else
-#define RNNKIT_TARGET_CLONES
+#define RNNKIT_X86 0
 #endif
 
 namespace rnnkit {
@@ -123,10 +123,40 @@ RNNKIT_LANES void map_lanes(Real* x, int64_t n, F f) {
     }
 }
 
-RNNKIT_TARGET_CLONES void tanh_inplace(double* x, int64_t n) { map_lanes(x, n, tanh_lanes); }
-RNNKIT_TARGET_CLONES void tanh_inplace(float* x, int64_t n) { map_lanes(x, n, tanh_lanes); }
-RNNKIT_TARGET_CLONES void sigmoid_inplace(double* x, int64_t n) { map_lanes(x, n, sigmoid_lanes); }
-RNNKIT_TARGET_CLONES void sigmoid_inplace(float* x, int64_t n) { map_lanes(x, n, sigmoid_lanes); }
+// One compilation per instruction-set level, chosen by the level gemm_accumulate runs at.
+#define RNNKIT_ACTIVATION_LEVEL(name, attributes)                                                \
+    template <typename Real>                                                                   \
+    attributes void name##_tanh(Real* x, int64_t n) { map_lanes(x, n, tanh_lanes); }           \
+    template <typename Real>                                                                   \
+    attributes void name##_sigmoid(Real* x, int64_t n) { map_lanes(x, n, sigmoid_lanes); }
+
+RNNKIT_ACTIVATION_LEVEL(baseline, )
+#if RNNKIT_X86
+RNNKIT_ACTIVATION_LEVEL(avx2, __attribute__((target("avx2"))))
+RNNKIT_ACTIVATION_LEVEL(avx512, __attribute__((target("avx512f"))))
+#endif
+
+template <typename Real>
+void tanh_inplace(Real* x, int64_t n) {
+    switch (current_isa_level()) {
+#if RNNKIT_X86
+        case Isa::Avx512: return avx512_tanh(x, n);
+        case Isa::Avx2: return avx2_tanh(x, n);
+#endif
+        default: return baseline_tanh(x, n);
+    }
+}
+
+template <typename Real>
+void sigmoid_inplace(Real* x, int64_t n) {
+    switch (current_isa_level()) {
+#if RNNKIT_X86
+        case Isa::Avx512: return avx512_sigmoid(x, n);
+        case Isa::Avx2: return avx2_sigmoid(x, n);
+#endif
+        default: return baseline_sigmoid(x, n);
+    }
+}
 
 }  // namespace
 

@@ -49,8 +49,20 @@ def train_epoch(X: NDArray[np.floating], Y: NDArray[np.floating], params: NDArra
     """One epoch in one call; returns (losses of the applied minibatches, step count after
     them, "completed" | "nonfinite" | "stopped", the exception that stopped it or None)."""
 
-def _set_kernel_variant(variant: str) -> None:
-    """Testing aid: run the 'plain' or the 'blocked' (default) matrix-vector loops."""
+def set_num_threads(n: int) -> None:
+    """Use n threads (>= 1) in the C++ core; results do not depend on it."""
 
-def _kernel_variant() -> str:
-    """The matrix-vector loops in use: 'plain' or 'blocked'."""
+def get_num_threads() -> int:
+    """The number of threads the C++ core uses."""
+
+def _set_isa(isa: str) -> None:
+    """Testing aid: run at 'baseline', 'avx2', 'avx512' or the 'best' level the CPU has."""
+
+def _isa() -> str:
+    """The instruction-set level the core runs at."""
+
+def _set_plain_loops(plain: bool) -> None:
+    """Testing aid: run the plain loops instead of the register-tiled ones."""
+
+def _plain_loops() -> bool:
+    """Whether the plain loops are in use."""

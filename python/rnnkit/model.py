@@ -16,7 +16,7 @@ from ._checks import (as_real_array, check_choice, check_dtype, check_int, check
 from .layout import param_count, param_layout, param_views
 from .optimizers import Adam, Optimizer, optimizer_from_config
 
-__all__ = ["RNN", "load"]
+__all__ = ["RNN", "load", "set_num_threads", "get_num_threads"]
 
 BACKENDS = ("cpp", "reference")
 ACTIVATIONS = reference.ACTIVATIONS
@@ -37,6 +37,18 @@ def _backend_module(name: str) -> Any:
             "`pip install .` from the source tree (it needs a C++17 compiler), or use "
             "backend='reference'.") from exc
     return _core
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads in the C++ core (the default is the environment variable
+    RNNKIT_NUM_THREADS, else every core). Results are bitwise identical whatever the count:
+    work is split so that every number is computed on one thread in a fixed order."""
+    _backend_module("cpp").set_num_threads(check_int(n, "n", 1))
+
+
+def get_num_threads() -> int:
+    """The number of threads the C++ core uses."""
+    return int(_backend_module("cpp").get_num_threads())
 
 
 class RNN:
