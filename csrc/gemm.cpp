@@ -99,7 +99,24 @@ RNNKIT_INLINE void gemm_rows_tail(Real* C, int64_t ldc, const Real* A, int64_t l
     }
 }
 
-// Rows [0, MR) of C += A B over every column: NV-vector tiles, then the tail.
+// Columns [j, j + R*L) of rows [0, MR) for the R < NV whole vectors left after the NV-tiles.
+template <bool Fma, typename Real, int VB, int MR, int NV>
+RNNKIT_INLINE int64_t gemm_rows_remainder(Real* C, int64_t ldc, const Real* A, int64_t lda,
+                                          const Real* B, int64_t ldb, int64_t j, int64_t N,
+                                          int64_t K) {
+    constexpr int L = VB / int(sizeof(Real));
+    if constexpr (NV > 1) {
+        if ((N - j) / L == NV - 1) {
+            gemm_tile<Real, VB, MR, NV - 1>(C + j, ldc, A, lda, B + j, ldb, K);
+            return j + (NV - 1) * L;
+        }
+        return gemm_rows_remainder<Fma, Real, VB, MR, NV - 1>(C, ldc, A, lda, B, ldb, j, N, K);
+    }
+    return j;
+}
+
+// Rows [0, MR) of C += A B over every column: NV-vector tiles, then one tile of the whole
+// vectors left, then the part of a vector left.
 template <bool Fma, typename Real, int VB, int MR, int NV>
 RNNKIT_INLINE void gemm_rows(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B,
                              int64_t ldb, int64_t N, int64_t K) {
@@ -107,7 +124,8 @@ RNNKIT_INLINE void gemm_rows(Real* C, int64_t ldc, const Real* A, int64_t lda, c
     int64_t j = 0;
     for (; j + NV * L <= N; j += NV * L)
         gemm_tile<Real, VB, MR, NV>(C + j, ldc, A, lda, B + j, ldb, K);
-    gemm_rows_tail<Fma, Real, VB, MR>(C, ldc, A, lda, B, ldb, j, N, K);
+    j = gemm_rows_remainder<Fma, Real, VB, MR, NV>(C, ldc, A, lda, B, ldb, j, N, K);
+    gemm_rows_tail<Fma, Real, (VB > 16 ? VB / 2 : VB), MR>(C, ldc, A, lda, B, ldb, j, N, K);
 }
 
 template <bool Fma, typename Real, int VB, int NV>
@@ -117,7 +135,9 @@ RNNKIT_INLINE void gemm_tiled(Real* C, int64_t ldc, const Real* A, int64_t lda, 
     int64_t m = 0;
     for (; m + MR <= M; m += MR)
         gemm_rows<Fma, Real, VB, MR, NV>(C + m * ldc, ldc, A + m * lda, lda, B, ldb, N, K);
-    for (; m < M; ++m) gemm_rows<Fma, Real, VB, 1, NV>(C + m * ldc, ldc, A + m * lda, lda, B, ldb, N, K);
+    // a single row has a quarter of the accumulators per column: twice the columns per tile
+    for (; m < M; ++m)
+        gemm_rows<Fma, Real, VB, 1, 2 * NV>(C + m * ldc, ldc, A + m * lda, lda, B, ldb, N, K);
 }
 
 // The three compilations of each loop. The bodies above are always inlined, so each is
