@@ -71,9 +71,12 @@ void fill_rows(Real* out, int64_t ld, const Real* v, int64_t rows, int64_t cols)
     }
 }
 
-// Rows need enough work to be worth a thread of their own.
+// Multiply-adds a thread must have to be worth starting (about ten microseconds of work).
+constexpr int64_t kMinWorkPerThread = int64_t(1) << 16;
+
+// Records need enough work to be worth a thread of their own.
 int64_t min_rows_per_thread(int64_t T, int64_t H) {
-    return std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, T * H * H));
+    return std::max<int64_t>(1, kMinWorkPerThread / std::max<int64_t>(1, T * H * H));
 }
 
 }  // namespace
@@ -229,7 +232,8 @@ double elman_backward(Real* grad, const Real* X, const Real* Y, const Real* h0,
     // Phase 2, rows of the weight gradients independent: dW += Delta^T h_{s-1},
     // dU += Delta^T x_s, db += Delta summed over records and steps, records in order.
     const int64_t steps = T - first_step;
-    parallel_for(H, 8, [&](int64_t r0, int64_t r1) {
+    const int64_t work_per_row = std::max<int64_t>(1, N * steps * (H + I));
+    parallel_for(H, std::max<int64_t>(8, kMinWorkPerThread / work_per_row), [&](int64_t r0, int64_t r1) {
         const int64_t rows = r1 - r0;
         for (int64_t n = 0; n < N; ++n) {
             const Real* D = DeltaT + n * H * T + r0 * T;          // (rows, T)
