@@ -73,7 +73,13 @@ def as_real_array(value: Any, name: str, dtype: np.dtype) -> np.ndarray:
     if arr.dtype.kind not in "iuf":
         raise TypeError(f"{name} must be an array of real numbers (float or int), "
                         f"got dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if arr.ndim == 0:
+        raise TypeError(f"{name} must be an array, got a 0-d array (a scalar): {value!r}")
+    try:
+        arr = np.ascontiguousarray(arr, dtype=dtype)
+    except MemoryError:
+        raise MemoryError(f"{name}: cannot allocate a C-contiguous {np.dtype(dtype)} copy of "
+                          f"shape {arr.shape}") from None
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or Inf")
     return arr
