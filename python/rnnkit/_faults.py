@@ -89,7 +89,7 @@ class ModelLock:
 
     def __init__(self) -> None:
         self._mutex = threading.Lock()
-        self._readers: Dict[int, int] = {}      # thread id -> nesting depth
+        self._readers: Dict[int, List[str]] = {}    # thread id -> its read calls, nested
         self._writer: Optional[int] = None
         self._writer_call = ""
         self._writer_depth = 0
@@ -105,12 +105,12 @@ class ModelLock:
         with self._mutex:
             if self._writer is not None and self._writer != me:
                 raise self._refuse(call, self._writer_call)
-            self._readers[me] = self._readers.get(me, 0) + 1
+            self._readers.setdefault(me, []).append(call)
 
     def release_read(self) -> None:
         me = threading.get_ident()
         with self._mutex:
-            self._readers[me] -= 1
+            self._readers[me].pop()
             if not self._readers[me]:
                 del self._readers[me]
 
@@ -119,9 +119,10 @@ class ModelLock:
         with self._mutex:
             if self._writer is not None and self._writer != me:
                 raise self._refuse(call, self._writer_call)
-            readers = sum(n for t, n in self._readers.items() if t != me)
-            if readers:
-                raise self._refuse(call, f"{readers} read call(s) such as predict")
+            others = [calls[0] for t, calls in self._readers.items() if t != me]
+            if others:
+                raise self._refuse(call, f"a read call ({others[0]})" if len(others) == 1
+                                   else f"read calls in {len(others)} threads")
             if self._writer is None:
                 self._writer, self._writer_call = me, call
             self._writer_depth += 1

@@ -491,7 +491,10 @@ def load(path: PathLike, backend: Optional[str] = None) -> RNN:
         params = _saved_array(files, "params", size, check_dtype(config.get("dtype")))
         model = RNN(**config)
         model._params[...] = params
-        model._rng.bit_generator.state = _saved_json(files, "rng_state", dict)
+        try:
+            model._rng.bit_generator.state = _saved_json(files, "rng_state", dict)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"rng_state: {exc}") from None
         if "optimizer" in files:
             saved = _saved_json(files, "optimizer", dict)
             state = {k[len(prefix):]: _saved_array(files, k, size, model.dtype).copy()
