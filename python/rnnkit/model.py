@@ -54,6 +54,13 @@ def _allocate_params(config: Dict[str, Any]) -> np.ndarray:
             "more than can be allocated") from None
 
 
+def _truncation(bptt_truncate: Any, T: int) -> Optional[int]:
+    """bptt_truncate checked, and capped at T (any k >= T - 1 is full BPTT), so a huge k
+    reaches neither backend's integer conversion."""
+    k = check_optional_int(bptt_truncate, "bptt_truncate", 0)
+    return None if k is None else min(k, T)
+
+
 def _stop_training(status: str, error: Optional[BaseException], guard: InterruptGuard,
                    on_nonfinite: str, epoch: int, batches_done: int, n_batches: int,
                    history: Dict[str, List[float]]) -> None:
@@ -250,7 +257,7 @@ class RNN:
         X = self._check_x(X)
         Y = self._check_y(Y, X)
         h0 = self._check_h0(h0, X.shape[0])
-        k = check_optional_int(bptt_truncate, "bptt_truncate", 0)
+        k = _truncation(bptt_truncate, X.shape[1])
         grad = self._loss_and_grad(X, Y, h0, k)[1]
         return {name: view.copy() for name, view in self._views(grad).items()}
 
@@ -279,7 +286,7 @@ class RNN:
         X = self._check_x(X)
         Y = self._check_y(Y, X)
         h0 = self._check_h0(h0, X.shape[0])
-        k = check_optional_int(bptt_truncate, "bptt_truncate", 0)
+        k = _truncation(bptt_truncate, X.shape[1])
         clip_norm = check_optional_positive(clip_norm, "clip_norm")
         clip_value = check_optional_positive(clip_value, "clip_value")
         opt = self._use_optimizer(optimizer)
@@ -323,8 +330,8 @@ class RNN:
         X = self._check_x(X)
         Y = self._check_y(Y, X)
         epochs = check_int(epochs, "epochs", 0)
-        batch_size = check_int(batch_size, "batch_size", 1)
-        k = check_optional_int(bptt_truncate, "bptt_truncate", 0)
+        batch_size = min(check_int(batch_size, "batch_size", 1), X.shape[0])  # one batch at most
+        k = _truncation(bptt_truncate, X.shape[1])
         clip_norm = check_optional_positive(clip_norm, "clip_norm")
         clip_value = check_optional_positive(clip_value, "clip_value")
         if validation_data is not None:
