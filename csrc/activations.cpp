@@ -34,7 +34,7 @@ typedef long long vl __attribute__((vector_size(L * sizeof(long long))));
 
 RNNKIT_LANES vd splat(double x) { return vd{} + x; }
 
-// e^z for z in [-745, 0] (the callers clamp), subnormal results included; NaN stays NaN.
+// e^z for z in [-746, 0] (the callers clamp), subnormal results included; NaN stays NaN.
 RNNKIT_LANES vd exp_nonpositive(vd z) {
     const vd magic = splat(6755399441055744.0);        // 1.5 * 2^52: adding it rounds to an integer
     const vd shifted = z * 1.4426950408889634073599 + magic;       // round(z / ln 2) + magic
@@ -74,7 +74,7 @@ RNNKIT_LANES vd exp_nonpositive(vd z) {
     return er * scale * extra;
 }
 
-RNNKIT_LANES vd clamp_exp_argument(vd z) { return z < -745.0 ? splat(-745.0) : z; }
+RNNKIT_LANES vd clamp_exp_argument(vd z) { return z < -746.0 ? splat(-746.0) : z; }  // e^-746 rounds to 0
 
 RNNKIT_LANES vd tanh_lanes(vd x) {
     const vd ax = x < 0.0 ? -x : x;

@@ -11,6 +11,7 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "rnnkit.h"
@@ -25,6 +26,7 @@ using CArray = py::array_t<Real, py::array::c_style | py::array::forcecast>;
 
 template <typename Real>
 const char* dtype_name() {
+    if (std::is_integral<Real>::value) return "int64";
     return sizeof(Real) == sizeof(double) ? "float64" : "float32";
 }
 
@@ -48,21 +50,69 @@ std::string type_of(const py::handle& obj) {
     return py::str(py::type::of(obj).attr("__name__")).cast<std::string>();
 }
 
+// A shape as "(2, 3, 4)" plus its size in bytes, for messages about memory.
+template <typename Real>
+std::string array_description(const py::array& a) {
+    const double bytes = double(a.size()) * double(sizeof(Real));
+    return shape_of(a) + " " + dtype_name<Real>() + " array (" +
+           std::to_string(bytes / double(1ull << 30)) + " GiB)";
+}
+
 // `obj` as an array of Real with `shape` (-1: any size), made C-contiguous (a copy only if it
-// was not). Wrong type, dtype, rank or size raise TypeError / ValueError naming `name`.
+// was not). Wrong type, dtype, rank or size raise TypeError / ValueError naming `name`; a copy
+// that cannot be allocated raises MemoryError naming it.
 template <typename Real>
 CArray<Real> input_array(const py::handle& obj, const char* name, std::vector<int64_t> shape) {
     if (!py::isinstance<py::array_t<Real>>(obj))
         throw py::type_error(std::string(name) + " must be a numpy array of " + dtype_name<Real>() +
                              " (the dtype of params), got " + type_of(obj));
     auto arr = py::reinterpret_borrow<py::array>(obj);
+    if (arr.ndim() == 0)
+        throw py::type_error(std::string(name) + " must be an array of shape " +
+                             shape_string(shape) + ", got a 0-d array (a scalar)");
     bool ok = arr.ndim() == py::ssize_t(shape.size());
     for (size_t d = 0; ok && d < shape.size(); ++d)
         ok = shape[d] < 0 || arr.shape(py::ssize_t(d)) == shape[d];
     if (!ok)
         throw py::value_error(std::string(name) + " must have shape " + shape_string(shape) +
                               ", got " + shape_of(arr));
-    return CArray<Real>::ensure(arr);
+    // ensure() returns a null handle (and clears the Python error) when the copy fails.
+    auto result = CArray<Real>::ensure(arr);
+    if (!result) {
+        PyErr_SetString(PyExc_MemoryError,
+                        (std::string(name) + ": cannot allocate a C-contiguous copy of the " +
+                         array_description<Real>(arr)).c_str());
+        throw py::error_already_set();
+    }
+    return result;
+}
+
+// A new uninitialized array of `shape` (already checked by checked_sizes); MemoryError naming
+// `name` when it cannot be allocated.
+template <typename Real>
+py::array_t<Real> output_array(const char* name, std::vector<int64_t> shape) {
+    try {
+        return py::array_t<Real>(std::vector<py::ssize_t>(shape.begin(), shape.end()));
+    } catch (py::error_already_set& e) {
+        if (!e.matches(PyExc_MemoryError)) throw;
+        PyErr_SetString(PyExc_MemoryError, (std::string(name) + ": cannot allocate a " +
+                                            shape_string(shape) + " " + dtype_name<Real>() +
+                                            " array").c_str());
+        throw py::error_already_set();
+    }
+}
+
+// Scratch space of n scalars; MemoryError naming `name` when it cannot be allocated.
+template <typename Real>
+std::vector<Real> scratch(int64_t n, const char* name) {
+    try {
+        return std::vector<Real>(size_t(n));
+    } catch (const std::bad_alloc&) {
+        PyErr_SetString(PyExc_MemoryError, (std::string(name) + ": cannot allocate " +
+                                            std::to_string(n) + " " + dtype_name<Real>() +
+                                            " scalars of scratch space").c_str());
+        throw py::error_already_set();
+    }
 }
 
 // An array updated in place: it must already be C-contiguous, writeable and of dtype Real,
@@ -77,6 +127,22 @@ py::array_t<Real> inout_array(const py::handle& obj, const char* name, int64_t s
         throw py::value_error(std::string(name) + " is updated in place, so it must be "
                               "writeable, got a read-only array");
     return arr;
+}
+
+// Arrays updated in place must not share memory with any other array of the call: the
+// kernels read an input after writing an output, so an alias would give a result that depends
+// on the loop order (and differs from the reference).
+void check_no_overlap(std::initializer_list<std::pair<const char*, const py::array*>> arrays) {
+    for (auto a = arrays.begin(); a != arrays.end(); ++a)
+        for (auto b = a + 1; b != arrays.end(); ++b) {
+            if (!a->second || !b->second) continue;
+            const char* a0 = static_cast<const char*>(a->second->data());
+            const char* b0 = static_cast<const char*>(b->second->data());
+            const auto a1 = a0 + a->second->nbytes(), b1 = b0 + b->second->nbytes();
+            if (a0 < b1 && b0 < a1)
+                throw py::value_error(std::string(a->first) + " and " + b->first +
+                                      " must be separate arrays, got two that share memory");
+        }
 }
 
 Activation parse_activation(const std::string& name) {
@@ -107,10 +173,23 @@ int64_t truncation(std::optional<int64_t> bptt_truncate) {
     return *bptt_truncate;
 }
 
-// The sizes of a batch: X is (N, T, I) with N, T >= 1; params must then be (P,).
+// The sizes of a batch: X is (N, T, I) with N, T, I >= 1; params must then be (P,).
 struct Sizes {
     int64_t N, T, I, H, O, P;
 };
+
+// The most scalars any one buffer may hold: byte sizes (8 per scalar) and the sums of the
+// scratch sizes then stay far inside int64, so no size computed from these ever wraps around.
+constexpr int64_t kMaxScalars = int64_t(1) << 56;
+
+// a * b, or ValueError when it exceeds kMaxScalars (`what` says which buffer).
+int64_t mul_size(int64_t a, int64_t b, const std::string& what) {
+    if (a != 0 && b > kMaxScalars / a)
+        throw py::value_error(what + " would hold more than 2**56 scalars (" +
+                              std::to_string(a) + " x " + std::to_string(b) +
+                              "): far more than can be allocated");
+    return a * b;
+}
 
 template <typename Real>
 Sizes batch_sizes(const CArray<Real>& X, int64_t hidden_size, int64_t output_size, bool bias) {
@@ -119,7 +198,16 @@ Sizes batch_sizes(const CArray<Real>& X, int64_t hidden_size, int64_t output_siz
     if (s.N < 1 || s.T < 1 || s.I < 1)
         throw py::value_error("X must have shape (N, T, I) with N, T, I >= 1, got " +
                               shape_of(X));
-    s.P = rnnkit::param_count(s.I, s.H, s.O, bias);
+    // Every buffer the kernels use is at most one of these (see forward/backward_work_size);
+    // each is checked before anything is allocated.
+    const std::string sizes = " (input_size=" + std::to_string(s.I) + ", hidden_size=" +
+                              std::to_string(s.H) + ", output_size=" + std::to_string(s.O) + ")";
+    const int64_t HI = mul_size(s.H, s.I, "U" + sizes), HH = mul_size(s.H, s.H, "W" + sizes);
+    const int64_t OH = mul_size(s.O, s.H, "V" + sizes);
+    s.P = mul_size(1, HI + HH + OH + (bias ? s.H + s.O : 0), "params" + sizes);
+    const int64_t NT = mul_size(s.N, s.T, "X");
+    mul_size(NT, s.H, "hidden_states (N, T, H)");
+    mul_size(NT, s.O, "outputs (N, T, O)");
     return s;
 }
 
@@ -150,11 +238,10 @@ py::tuple forward(const py::object& X_, const py::object& h0_, const py::object&
         auto params = input_array<Real>(params_, "params", {s.P});
         std::optional<CArray<Real>> h0;
         if (!h0_.is_none()) h0 = input_array<Real>(h0_, "h0", {s.N, s.H});
-        py::array_t<Real> hidden_states({s.N, s.T, s.H});
-        auto out_shape = y_shape<Real>(s, return_sequences);
-        py::array_t<Real> outputs(std::vector<py::ssize_t>(out_shape.begin(), out_shape.end()));
-        py::array_t<Real> final_state({s.N, s.H});
-        std::vector<Real> work(size_t(rnnkit::forward_work_size(s.I, s.H, s.O)));
+        auto hidden_states = output_array<Real>("hidden_states", {s.N, s.T, s.H});
+        auto outputs = output_array<Real>("outputs", y_shape<Real>(s, return_sequences));
+        auto final_state = output_array<Real>("final_state", {s.N, s.H});
+        auto work = scratch<Real>(rnnkit::forward_work_size(s.I, s.H, s.O), "forward");
         Real* hs = hidden_states.mutable_data();
         Real* ys = outputs.mutable_data();
         Real* hT = final_state.mutable_data();
@@ -193,9 +280,9 @@ py::tuple backward(const py::object& X_, const py::object& Y_, const py::object&
         auto outputs = input_array<Real>(outputs_, "outputs", y_shape<Real>(s, return_sequences));
         std::optional<CArray<Real>> h0;
         if (!h0_.is_none()) h0 = input_array<Real>(h0_, "h0", {s.N, s.H});
-        py::array_t<Real> grad(s.P);
-        std::vector<Real> work(
-            size_t(rnnkit::backward_work_size(s.N, s.T, s.H, s.O, return_sequences)));
+        auto grad = output_array<Real>("grad", {s.P});
+        auto work = scratch<Real>(
+            rnnkit::backward_work_size(s.N, s.T, s.H, s.O, return_sequences), "backward");
         Real* g = grad.mutable_data();
         const Real *x = X.data(), *y = Y.data(), *p = params.data();
         const Real *hs = hidden_states.data(), *ys = outputs.data();
@@ -263,6 +350,8 @@ void sgd_step(const py::object& params_, const py::object& grad_,
                                       std::to_string(P) + ",) when momentum != 0, got None");
             buffer = inout_array<Real>(momentum_buffer_, "momentum_buffer", P);
         }
+        check_no_overlap({{"params", &params}, {"grad", &grad},
+                          {"momentum_buffer", buffer ? &*buffer : nullptr}});
         Real* p = params.mutable_data();
         Real* buf = buffer ? buffer->mutable_data() : nullptr;
         const Real* g = grad.data();
@@ -289,6 +378,8 @@ void adam_step(const py::object& params_, const py::object& grad_, const py::obj
         auto grad = input_array<Real>(grad_, "grad", {P});
         auto exp_avg = inout_array<Real>(exp_avg_, "exp_avg", P);
         auto exp_avg_sq = inout_array<Real>(exp_avg_sq_, "exp_avg_sq", P);
+        check_no_overlap({{"params", &params}, {"grad", &grad}, {"exp_avg", &exp_avg},
+                          {"exp_avg_sq", &exp_avg_sq}});
         Real *p = params.mutable_data(), *m = exp_avg.mutable_data();
         Real* v = exp_avg_sq.mutable_data();
         const Real* g = grad.data();
@@ -337,9 +428,7 @@ py::tuple train_epoch(const py::object& X_, const py::object& Y_, const py::obje
         auto params = inout_array<Real>(params_, "params", s.P);
         if (!py::isinstance<py::array_t<int64_t>>(order_))
             throw py::type_error("order must be a numpy array of int64, got " + type_of(order_));
-        auto order = CArray<int64_t>::ensure(order_);
-        if (order.ndim() != 1)
-            throw py::value_error("order must have shape (n,), got " + shape_of(order));
+        auto order = input_array<int64_t>(order_, "order", {-1});
         const int64_t n_order = order.shape(0);
         const int64_t* ord = order.data();
         for (int64_t r = 0; r < n_order; ++r)
@@ -358,7 +447,16 @@ py::tuple train_epoch(const py::object& X_, const py::object& Y_, const py::obje
             m = inout_array<Real>(exp_avg_, "exp_avg", s.P);
             v = inout_array<Real>(exp_avg_sq_, "exp_avg_sq", s.P);
         }
-        py::array_t<double> losses((n_order + batch_size - 1) / batch_size);
+        check_no_overlap({{"params", &params}, {"X", &X}, {"Y", &Y}, {"order", &order},
+                          {"momentum_buffer", buffer ? &*buffer : nullptr},
+                          {"exp_avg", m ? &*m : nullptr}, {"exp_avg_sq", v ? &*v : nullptr}});
+        // Written without n_order + batch_size, which could overflow for a huge batch_size.
+        const int64_t n_batches = n_order == 0 ? 0 : (n_order - 1) / batch_size + 1;
+        if (step > std::numeric_limits<int64_t>::max() - n_batches)
+            throw py::value_error("step must leave room for this epoch's " +
+                                  std::to_string(n_batches) + " updates, got " +
+                                  std::to_string(step));
+        py::array_t<double> losses = output_array<double>("losses", {n_batches});
         double* l = losses.mutable_data();
         Real* p = params.mutable_data();
         Real* buf = buffer ? buffer->mutable_data() : nullptr;

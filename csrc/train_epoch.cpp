@@ -52,7 +52,8 @@ EpochResult train_epoch(double* losses, Real* params, Real* momentum_buffer, Rea
         }
         if (keep_going && !keep_going(batch + 1)) return {batch + 1, step, EpochStatus::Stopped};
     }
-    return {(n_order + batch_size - 1) / batch_size, step, EpochStatus::Completed};
+    // (n_order - 1) / batch_size + 1 batches, written so that a huge batch_size cannot overflow
+    return {n_order == 0 ? 0 : (n_order - 1) / batch_size + 1, step, EpochStatus::Completed};
 }
 
 #define RNNKIT_INSTANTIATE(Real)                                                             \

@@ -5,6 +5,7 @@ the same functions; :class:`RNN` trains either with truncated BPTT, clipping, SG
 """
 
 from . import data, reference
+from ._faults import DivergenceError, ModelInUseError
 from .layout import param_count, param_layout, param_views
 from .model import RNN, get_num_threads, load, set_num_threads
 from .optimizers import SGD, Adam, Optimizer
@@ -12,4 +13,5 @@ from .optimizers import SGD, Adam, Optimizer
 __version__ = "0.1.0"
 
 __all__ = ["RNN", "SGD", "Adam", "Optimizer", "load", "data", "reference", "param_layout",
-           "param_count", "param_views", "set_num_threads", "get_num_threads", "__version__"]
+           "param_count", "param_views", "set_num_threads", "get_num_threads", "DivergenceError",
+           "ModelInUseError", "__version__"]

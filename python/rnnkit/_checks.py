@@ -73,9 +73,21 @@ def as_real_array(value: Any, name: str, dtype: np.dtype) -> np.ndarray:
     if arr.dtype.kind not in "iuf":
         raise TypeError(f"{name} must be an array of real numbers (float or int), "
                         f"got dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or Inf")
+    if arr.ndim == 0:
+        raise TypeError(f"{name} must be an array, got a 0-d array (a scalar): {value!r}")
+    try:
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} contains NaN or Inf")
+        with np.errstate(over="ignore"):              # reported below, by name
+            converted = np.ascontiguousarray(arr, dtype=dtype)
+        finite = np.all(np.isfinite(converted))
+    except MemoryError:
+        raise MemoryError(f"{name}: cannot allocate a C-contiguous {np.dtype(dtype)} copy of "
+                          f"shape {arr.shape}") from None
+    arr = converted
+    if not finite:
+        raise ValueError(f"{name} has values beyond the range of {np.dtype(dtype)} "
+                         f"(largest {np.finfo(dtype).max:g})")
     return arr
 
 

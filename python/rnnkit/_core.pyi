@@ -1,7 +1,11 @@
 """Type stubs for rnnkit._core, the compiled twin of rnnkit.reference (private API).
 
 Arrays of the same call share one dtype, float32 or float64: that of ``params`` (or ``grad``).
-Arrays named as updated in place must be C-contiguous and writeable.
+Arrays named as updated in place must be C-contiguous and writeable, and may not share memory
+with any other array of the call. Other arrays may have any layout (a C-contiguous copy is
+made). Wrong types and 0-d arrays raise TypeError, wrong shapes or values ValueError, sizes
+whose buffers cannot be allocated ValueError (int64 overflow) or MemoryError, each naming the
+argument.
 """
 
 from typing import Callable, Optional, Tuple

@@ -35,6 +35,11 @@ def sliding_windows(series: Any, seq_len: int, horizon: int = 1) -> Tuple[np.nda
         raise ValueError(f"series of length {s.shape[0]} is too short for seq_len={seq_len} and "
                          f"horizon={horizon}: it needs at least {seq_len + horizon} values")
     starts = np.arange(M)
-    X = s[starts[:, None] + np.arange(seq_len)]          # (M, seq_len, F)
+    try:
+        X = s[starts[:, None] + np.arange(seq_len)]      # (M, seq_len, F)
+    except MemoryError:
+        raise MemoryError(f"series of length {s.shape[0]} with seq_len={seq_len} makes {M} "
+                          f"windows of shape ({seq_len}, {s.shape[1]}): more than can be "
+                          "allocated") from None
     Y = s[starts + seq_len + horizon - 1]                # (M, F)
     return X, Y

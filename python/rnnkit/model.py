@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import zipfile
+import warnings
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
@@ -13,6 +13,7 @@ import numpy as np
 from . import reference
 from ._checks import (as_real_array, check_choice, check_dtype, check_int, check_optional_int,
                       check_optional_positive, check_shape)
+from ._faults import DivergenceError, InterruptGuard, ModelLock, reads_model, writes_model
 from .layout import param_count, param_layout, param_views
 from .optimizers import Adam, Optimizer, optimizer_from_config
 
@@ -49,6 +50,55 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """The number of threads the C++ core uses."""
     return int(_backend_module("cpp").get_num_threads())
+
+
+def _allocate_params(config: Dict[str, Any]) -> np.ndarray:
+    """The flat parameter buffer for a configuration; MemoryError naming the sizes when it
+    cannot be allocated."""
+    size = param_count(config["input_size"], config["hidden_size"], config["output_size"],
+                       config["bias"])
+    try:
+        return np.empty(size, dtype=config["dtype"])
+    except (MemoryError, ValueError):
+        raise MemoryError(
+            f"input_size={config['input_size']}, hidden_size={config['hidden_size']}, "
+            f"output_size={config['output_size']} need {size} {config['dtype']} parameters, "
+            "more than can be allocated") from None
+
+
+def _truncation(bptt_truncate: Any, T: int) -> Optional[int]:
+    """bptt_truncate checked, and capped at T (any k >= T - 1 is full BPTT), so a huge k
+    reaches neither backend's integer conversion."""
+    k = check_optional_int(bptt_truncate, "bptt_truncate", 0)
+    return None if k is None else min(k, T)
+
+
+def _stop_training(status: str, error: Optional[BaseException], guard: InterruptGuard,
+                   on_nonfinite: str, epoch: int, batches_done: int, n_batches: int,
+                   history: Dict[str, List[float]]) -> None:
+    """Why a backend epoch (1-based ``epoch``) ended early, as the exception fit raises, with
+    ``history`` (the completed epochs) attached. Returns only for on_nonfinite="stop"."""
+    where = (f"after epoch {epoch}" if batches_done == n_batches else
+             f"at epoch {epoch}, batch {batches_done + 1} of {n_batches}")
+    if status == "nonfinite":
+        message = (f"training diverged {where}: the loss or the gradient became NaN or Inf. "
+                   "That minibatch's update was not applied: the weights and the optimizer "
+                   "state are those after the last good update, and the history of the "
+                   "completed epochs is model.history. Try clip_norm / clip_value or a "
+                   "smaller learning rate.")
+        if on_nonfinite == "stop":
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            return
+        raise DivergenceError(message, epoch, batches_done + 1, history)
+    if error is None or (guard.requested and isinstance(error, KeyboardInterrupt)):
+        where = (f"after epoch {epoch}" if batches_done == n_batches else
+                 f"at epoch {epoch} after batch {batches_done} of {n_batches}")
+        error = KeyboardInterrupt(
+            f"training interrupted {where}: the weights and the optimizer state are those "
+            "after the last completed update; the history of the completed epochs is "
+            "model.history")
+    error.history = history             # type: ignore[attr-defined]
+    raise error
 
 
 class RNN:
@@ -89,9 +139,10 @@ class RNN:
         self._backend = _backend_module(backend)
         self._rng = np.random.default_rng(self.seed)
         self.optimizer: Optional[Optimizer] = None
+        self.history: Dict[str, List[float]] = {"loss": [], "val_loss": []}   # of the last fit
+        self._lock = ModelLock()
 
-        size = param_count(self.input_size, self.hidden_size, self.output_size, self.bias)
-        self._params = np.empty(size, dtype=self.dtype)
+        self._params = _allocate_params(self.get_config())
         bound = 1.0 / np.sqrt(self.hidden_size)
         for view in self._views().values():               # U, W, b, V, c: the layout order
             view[...] = self._rng.uniform(-bound, bound, size=view.shape)
@@ -124,8 +175,13 @@ class RNN:
     @property
     def weights(self) -> Dict[str, np.ndarray]:
         """Copies of the parameters: "U" (H, I), "W" (H, H), ["b" (H,),] "V" (O, H), ["c" (O,)]."""
+        return self._weights()
+
+    @reads_model
+    def _weights(self) -> Dict[str, np.ndarray]:
         return {name: view.copy() for name, view in self._views().items()}
 
+    @writes_model
     def set_weights(self, weights: Dict[str, Any]) -> None:
         """Replace every parameter from a dict with exactly the keys of :attr:`weights`."""
         if not isinstance(weights, dict):
@@ -175,6 +231,7 @@ class RNN:
         return h0
 
     # ------------------------------------------------------------------ inference
+    @reads_model
     def forward(self, X: Any, h0: Any = None) -> Tuple[np.ndarray, np.ndarray]:
         """Outputs and final state: ``(outputs, h_T)``, outputs (N, O) or (N, T, O), h_T (N, H).
         ``h0`` (N, H) is the initial state, zeros when None."""
@@ -184,10 +241,12 @@ class RNN:
                                                         return_sequences=self.return_sequences)
         return outputs, final_state
 
+    @reads_model
     def predict(self, X: Any, h0: Any = None) -> np.ndarray:
         """The outputs for X: (N, O), or (N, T, O) with ``return_sequences``."""
         return self.forward(X, h0)[0]
 
+    @reads_model
     def loss(self, X: Any, Y: Any, h0: Any = None) -> float:
         """Mean squared error over every target element."""
         X = self._check_x(X)
@@ -203,13 +262,14 @@ class RNN:
                                             **self._spec(), bptt_truncate=bptt_truncate)
         return loss, grad, final_state
 
+    @reads_model
     def gradients(self, X: Any, Y: Any, bptt_truncate: Optional[int] = None,
                   h0: Any = None) -> Dict[str, np.ndarray]:
         """The truncated gradient of the loss, as a dict shaped like :attr:`weights`."""
         X = self._check_x(X)
         Y = self._check_y(Y, X)
         h0 = self._check_h0(h0, X.shape[0])
-        k = check_optional_int(bptt_truncate, "bptt_truncate", 0)
+        k = _truncation(bptt_truncate, X.shape[1])
         grad = self._loss_and_grad(X, Y, h0, k)[1]
         return {name: view.copy() for name, view in self._views(grad).items()}
 
@@ -225,6 +285,7 @@ class RNN:
         self.optimizer._bind(self._params.size, self._params.dtype)
         return self.optimizer
 
+    @writes_model
     def train_step(self, X: Any, Y: Any, h0: Any = None, optimizer: Optional[Optimizer] = None,
                    bptt_truncate: Optional[int] = None, clip_norm: Optional[float] = None,
                    clip_value: Optional[float] = None) -> Tuple[float, np.ndarray]:
@@ -237,20 +298,27 @@ class RNN:
         X = self._check_x(X)
         Y = self._check_y(Y, X)
         h0 = self._check_h0(h0, X.shape[0])
-        k = check_optional_int(bptt_truncate, "bptt_truncate", 0)
+        k = _truncation(bptt_truncate, X.shape[1])
         clip_norm = check_optional_positive(clip_norm, "clip_norm")
         clip_value = check_optional_positive(clip_value, "clip_value")
         opt = self._use_optimizer(optimizer)
-        loss, grad, final_state = self._loss_and_grad(X, Y, h0, k)
-        self._backend.clip(grad, clip_norm, clip_value)
-        opt.apply(self._backend, self._params, grad)
+        with np.errstate(over="ignore", invalid="ignore"):    # a diverging step is reported
+            loss, grad, final_state = self._loss_and_grad(X, Y, h0, k)
+            norm = self._backend.clip(grad, clip_norm, clip_value)
+        if not (np.isfinite(loss) and np.isfinite(norm)):
+            raise DivergenceError(
+                "train_step: the loss or the gradient is NaN or Inf, so the update was not "
+                "applied; try clip_norm / clip_value or a smaller learning rate.")
+        with InterruptGuard():          # Ctrl-C waits for the update (and its step count)
+            opt.apply(self._backend, self._params, grad)
         return loss, final_state
 
+    @writes_model
     def fit(self, X: Any, Y: Any, epochs: int = 1, batch_size: int = 32,
             optimizer: Optional[Optimizer] = None, bptt_truncate: Optional[int] = None,
             clip_norm: Optional[float] = None, clip_value: Optional[float] = None,
             validation_data: Optional[Tuple[Any, Any]] = None, shuffle: bool = True,
-            verbose: int = 0) -> Dict[str, List[float]]:
+            verbose: int = 0, on_nonfinite: str = "raise") -> Dict[str, List[float]]:
         """Train for ``epochs`` epochs of minibatch updates; returns the history.
 
         Each epoch shuffles the records (``shuffle=True``, with the model's generator), then for
@@ -261,13 +329,21 @@ class RNN:
 
         Returns ``{"loss": [...], "val_loss": [...]}``: per epoch, the mean of the minibatch
         losses weighted by batch size, and the loss on ``validation_data`` after the epoch
-        (an empty list without validation data).
+        (an empty list without validation data). The same dict is ``model.history``, kept up to
+        date while training, so it survives an error.
+
+        When a minibatch's loss or gradient is NaN or Inf its update is not applied and
+        training stops: ``on_nonfinite="raise"`` (default) raises :class:`DivergenceError`
+        naming the epoch and batch (with ``.history``); ``"stop"`` warns and returns the
+        history. Ctrl-C stops training after the update in progress and raises
+        KeyboardInterrupt (with ``.history``). Either way the weights and the optimizer state
+        are those after the last completed update.
         """
         X = self._check_x(X)
         Y = self._check_y(Y, X)
         epochs = check_int(epochs, "epochs", 0)
-        batch_size = check_int(batch_size, "batch_size", 1)
-        k = check_optional_int(bptt_truncate, "bptt_truncate", 0)
+        batch_size = min(check_int(batch_size, "batch_size", 1), X.shape[0])  # one batch at most
+        k = _truncation(bptt_truncate, X.shape[1])
         clip_norm = check_optional_positive(clip_norm, "clip_norm")
         clip_value = check_optional_positive(clip_value, "clip_value")
         if validation_data is not None:
@@ -279,33 +355,38 @@ class RNN:
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
         verbose = check_int(verbose, "verbose", 0)
+        check_choice(on_nonfinite, "on_nonfinite", ("raise", "stop"))
         opt = self._use_optimizer(optimizer)
 
         N = X.shape[0]
         batch_sizes = np.diff(np.append(np.arange(0, N, batch_size), N))
         history: Dict[str, List[float]] = {"loss": [], "val_loss": []}
-        for epoch in range(epochs):
-            order = self._rng.permutation(N) if shuffle else np.arange(N)
-            losses, opt.step_count, status, error = self._backend.train_epoch(
-                X, Y, self._params, order, batch_size, **self._spec(), bptt_truncate=k,
-                clip_norm=clip_norm, clip_value=clip_value, **opt.epoch_args())
-            if status == "nonfinite":
-                raise FloatingPointError(
-                    f"training diverged at epoch {epoch + 1}, batch {len(losses) + 1}: the loss "
-                    "or the gradient became NaN or Inf. The weights are those after the last "
-                    "good update; try clip_norm / clip_value or a smaller learning rate.")
-            if status == "stopped":
-                raise error if error is not None else KeyboardInterrupt()
-            history["loss"].append(float(np.dot(losses, batch_sizes) / N))
-            line = f"epoch {epoch + 1}/{epochs} - loss: {history['loss'][-1]:.6g}"
-            if validation_data is not None:
-                history["val_loss"].append(self.loss(X_val, Y_val))
-                line += f" - val_loss: {history['val_loss'][-1]:.6g}"
-            if verbose:
-                print(line, flush=True)
+        self.history = history
+        with InterruptGuard() as guard:     # Ctrl-C is honoured between updates (see below)
+            for epoch in range(epochs):
+                order = self._rng.permutation(N) if shuffle else np.arange(N)
+                losses, opt.step_count, status, error = self._backend.train_epoch(
+                    X, Y, self._params, order, batch_size, **self._spec(), bptt_truncate=k,
+                    clip_norm=clip_norm, clip_value=clip_value, **opt.epoch_args(),
+                    callback=guard.keep_going)
+                if status != "completed":
+                    _stop_training(status, error, guard, on_nonfinite, epoch + 1,
+                                   len(losses), len(batch_sizes), history)
+                    break                   # on_nonfinite="stop"
+                history["loss"].append(float(np.dot(losses, batch_sizes) / N))
+                line = f"epoch {epoch + 1}/{epochs} - loss: {history['loss'][-1]:.6g}"
+                if validation_data is not None:
+                    history["val_loss"].append(self.loss(X_val, Y_val))
+                    line += f" - val_loss: {history['val_loss'][-1]:.6g}"
+                if verbose:
+                    print(line, flush=True)
+                if guard.requested:         # Ctrl-C during the validation loss or the print
+                    _stop_training("stopped", None, guard, on_nonfinite, epoch + 1,
+                                   len(batch_sizes), len(batch_sizes), history)
         return history
 
     # ------------------------------------------------------------------ persistence
+    @reads_model
     def save(self, path: PathLike) -> None:
         """Write the configuration, weights, optimizer (with its state) and the random
         generator's state to an ``.npz`` file, so that training resumes exactly after
@@ -330,44 +411,121 @@ class RNN:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+            _fsync_directory(directory)
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
 
 
-def load(path: PathLike, backend: Optional[str] = None) -> RNN:
-    """Read a model written by :meth:`RNN.save` (no pickle: only arrays and JSON are read).
-    ``backend`` overrides the saved one."""
+def _fsync_directory(directory: str) -> None:
+    """Make a rename in ``directory`` durable (POSIX; a no-op where directories can't be opened)."""
     try:
-        with open(os.fspath(path), "rb") as fh:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+_SAVED_KEYS = {"format_version", "config", "params", "rng_state"}
+
+
+def _saved_int(files: Dict[str, np.ndarray], key: str) -> int:
+    arr = files[key]
+    if arr.shape != () or arr.dtype.kind not in "iu":
+        raise ValueError(f"{key} must be an integer scalar, got shape {arr.shape} "
+                         f"dtype {arr.dtype}")
+    return int(arr)
+
+
+def _saved_json(files: Dict[str, np.ndarray], key: str, kind: type) -> Any:
+    arr = files[key]
+    if arr.shape != () or arr.dtype.kind != "U":
+        raise ValueError(f"{key} must be a JSON string, got shape {arr.shape} dtype {arr.dtype}")
+    value = json.loads(str(arr))
+    if not isinstance(value, kind):
+        raise ValueError(f"{key} must hold a JSON {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _saved_array(files: Dict[str, np.ndarray], key: str, size: int, dtype: np.dtype) -> np.ndarray:
+    arr = files[key]
+    if arr.shape != (size,) or arr.dtype != dtype:
+        raise ValueError(f"{key} must have shape ({size},) and dtype {dtype} to fit the saved "
+                         f"configuration, got shape {arr.shape} dtype {arr.dtype}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{key} contains NaN or Inf")
+    return arr
+
+
+def _read_npz(path: str) -> Dict[str, np.ndarray]:
+    """Every member of an .npz archive, read without unpickling; ValueError for anything that
+    is not a readable .npz (a missing file is FileNotFoundError, as for open())."""
+    with open(path, "rb") as fh:
+        try:
             loaded = np.load(fh, allow_pickle=False)
             if not isinstance(loaded, np.lib.npyio.NpzFile):
                 raise ValueError("it holds a single array, not an .npz archive")
             with loaded as f:
-                files = {name: f[name] for name in f.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{os.fspath(path)!r} is not a readable rnnkit model file: {exc}") from None
+                return {name: f[name] for name in f.files}
+        except Exception as exc:    # noqa: BLE001 - any failure to parse means a damaged file
+            raise ValueError(f"{path!r} is not a readable rnnkit model file "
+                             f"({type(exc).__name__}: {exc})") from None
+
+
+def load(path: PathLike, backend: Optional[str] = None) -> RNN:
+    """Read a model written by :meth:`RNN.save`. No pickle: only arrays and JSON are read, so
+    no code runs from a file. ``backend`` overrides the saved one. A file that is truncated,
+    corrupted, of another format version or not an rnnkit model raises ValueError."""
+    path = os.fspath(path)
+    files = _read_npz(path)
     try:
-        version = int(files["format_version"])
+        missing = _SAVED_KEYS - set(files)
+        if missing:
+            raise ValueError(f"it lacks {sorted(missing)}: not a model written by rnnkit.save")
+        version = _saved_int(files, "format_version")
         if version != FORMAT_VERSION:
             raise ValueError(f"format version {version}, this rnnkit reads {FORMAT_VERSION}")
-        config = json.loads(str(files["config"]))
+        prefix = "optimizer_state."
+        unknown = {k for k in files if k not in _SAVED_KEYS and k != "optimizer" and
+                   not k.startswith(prefix)}
+        if unknown:
+            raise ValueError(f"unexpected members {sorted(unknown)}")
+        config = _saved_json(files, "config", dict)
         if backend is not None:
             config["backend"] = backend
+        # Check the parameter count against the saved array before allocating anything, so a
+        # damaged config cannot ask for a huge buffer.
+        sizes = {k: check_int(config.get(k), f"config[{k!r}]", 1)
+                 for k in ("input_size", "hidden_size", "output_size")}
+        bias = config.get("bias")
+        if not isinstance(bias, bool):
+            raise ValueError(f"config['bias'] must be true or false, got {bias!r}")
+        size = param_count(sizes["input_size"], sizes["hidden_size"], sizes["output_size"], bias)
+        params = _saved_array(files, "params", size, check_dtype(config.get("dtype")))
         model = RNN(**config)
-        params = files["params"]
-        if params.shape != model._params.shape or params.dtype != model._params.dtype:
-            raise ValueError(f"params has shape {params.shape} and dtype {params.dtype}, the "
-                             f"configuration needs {model._params.shape} {model._params.dtype}")
         model._params[...] = params
-        model._rng.bit_generator.state = json.loads(str(files["rng_state"]))
+        try:
+            model._rng.bit_generator.state = _saved_json(files, "rng_state", dict)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"rng_state: {exc}") from None
         if "optimizer" in files:
-            saved = json.loads(str(files["optimizer"]))
-            prefix = "optimizer_state."
-            state = {k[len(prefix):]: v.copy() for k, v in files.items() if k.startswith(prefix)}
-            model.optimizer = optimizer_from_config(saved["config"], saved["step_count"], state)
-            model.optimizer._bind(model._params.size, model._params.dtype)
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{os.fspath(path)!r} is not a valid rnnkit model file: {exc}") from None
+            saved = _saved_json(files, "optimizer", dict)
+            state = {k[len(prefix):]: _saved_array(files, k, size, model.dtype).copy()
+                     for k in files if k.startswith(prefix)}
+            opt = optimizer_from_config(saved["config"], saved["step_count"], state)
+            expected = set(opt._state_names)
+            if not set(state) <= expected or (opt.step_count and set(state) != expected):
+                raise ValueError(f"the {opt.name} optimizer after {opt.step_count} steps has "
+                                 f"state {sorted(expected)}, the file holds {sorted(state)}")
+            opt._bind(size, model.dtype)
+            model.optimizer = opt
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"{path!r} is not a valid rnnkit model file: "
+                         f"{type(exc).__name__}: {exc}") from None
     return model

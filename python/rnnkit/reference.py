@@ -28,6 +28,7 @@ from typing import Callable, Optional, Tuple
 
 import numpy as np
 
+from ._faults import InterruptGuard
 from .layout import param_count, param_views
 
 __all__ = ["forward", "backward", "clip", "sgd_step", "adam_step", "train_epoch",
@@ -235,28 +236,33 @@ def train_epoch(X: np.ndarray, Y: np.ndarray, params: np.ndarray, order: np.ndar
     then being ``error`` (else None).
     """
     losses = []
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        xb, yb = X[rows], Y[rows]
-        with np.errstate(over="ignore", invalid="ignore"):   # a diverging batch is reported
-            outputs, hidden_states, _ = forward(xb, None, params, hidden_size, output_size,
-                                                bias, activation, Y.ndim == 3)
-            loss, grad = backward(xb, yb, None, params, hidden_states, outputs, hidden_size,
-                                  output_size, bias, activation, bptt_truncate)
-            norm = clip(grad, clip_norm, clip_value)
-        if not (np.isfinite(loss) and np.isfinite(norm)):
-            return np.array(losses), step, "nonfinite", None
-        step += 1
-        if optimizer == "sgd":
-            sgd_step(params, grad, momentum_buffer, lr, momentum, weight_decay)
-        else:
-            adam_step(params, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
-                      weight_decay)
-        losses.append(loss)
-        if callback is not None:
-            try:
-                if callback(len(losses)) is False:
-                    return np.array(losses), step, "stopped", None
-            except Exception as exc:  # noqa: BLE001 - handed back to the caller, as in C++
-                return np.array(losses), step, "stopped", exc
+    # Ctrl-C is recorded and honoured between minibatches, as the C++ loop does: an update
+    # (params, optimizer state, step) is never half applied.
+    with InterruptGuard() as guard:
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            xb, yb = X[rows], Y[rows]
+            with np.errstate(over="ignore", invalid="ignore"):   # a diverging batch is reported
+                outputs, hidden_states, _ = forward(xb, None, params, hidden_size, output_size,
+                                                    bias, activation, Y.ndim == 3)
+                loss, grad = backward(xb, yb, None, params, hidden_states, outputs, hidden_size,
+                                      output_size, bias, activation, bptt_truncate)
+                norm = clip(grad, clip_norm, clip_value)
+            if not (np.isfinite(loss) and np.isfinite(norm)):
+                return np.array(losses), step, "nonfinite", None
+            step += 1
+            if optimizer == "sgd":
+                sgd_step(params, grad, momentum_buffer, lr, momentum, weight_decay)
+            else:
+                adam_step(params, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
+                          weight_decay)
+            losses.append(loss)
+            if guard.requested:
+                return np.array(losses), step, "stopped", KeyboardInterrupt()
+            if callback is not None:
+                try:
+                    if callback(len(losses)) is False:
+                        return np.array(losses), step, "stopped", None
+                except Exception as exc:  # noqa: BLE001 - handed back to the caller, as in C++
+                    return np.array(losses), step, "stopped", exc
     return np.array(losses), step, "completed", None

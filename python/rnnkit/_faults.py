@@ -1,0 +1,154 @@
+"""What keeps a model consistent when something goes wrong during a call (docs/reliability.md):
+
+- :class:`DivergenceError`, raised when a minibatch's loss or gradient is NaN or Inf;
+- :class:`InterruptGuard`, which turns Ctrl-C into a request honoured between updates, so an
+  update is never half applied;
+- :class:`ModelLock` and the decorators :func:`reads_model` / :func:`writes_model`: any number
+  of threads may read a model at once, or one thread may change it; a call that would break
+  this raises :class:`ModelInUseError` at once (it never waits, so it cannot deadlock).
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+import threading
+from typing import Any, Callable, Dict, List, Optional, TypeVar
+
+__all__ = ["DivergenceError", "ModelInUseError", "InterruptGuard", "ModelLock", "reads_model",
+           "writes_model"]
+
+History = Dict[str, List[float]]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class DivergenceError(FloatingPointError):
+    """Training stopped because a minibatch's loss or gradient became NaN or Inf.
+
+    The update of that minibatch was not applied: the model's weights and optimizer state are
+    those after the last good update. ``epoch`` and ``batch`` (1-based) locate the minibatch
+    (None for ``train_step``); ``history`` holds the epochs completed before it."""
+
+    def __init__(self, message: str, epoch: Optional[int] = None, batch: Optional[int] = None,
+                 history: Optional[History] = None):
+        super().__init__(message)
+        self.epoch = epoch
+        self.batch = batch
+        self.history = history
+
+
+class ModelInUseError(RuntimeError):
+    """A call that would race with another thread's use of the same model."""
+
+
+class InterruptGuard:
+    """Inside ``with InterruptGuard() as guard:`` Ctrl-C (SIGINT) does not raise where it lands;
+    it sets ``guard.requested``, which the code checks between updates (``guard.keep_going``
+    is a ready-made ``train_epoch`` callback). Leaving the block normally then raises the
+    KeyboardInterrupt, unless the code raised its own.
+
+    Python runs signal handlers in the main thread only, and only Python's default handler
+    raises KeyboardInterrupt; so the guard installs itself in the main thread when that
+    handler is in place, and is a no-op otherwise. A guard inside another shares its flag."""
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._installed = False
+        self._outer: Optional[InterruptGuard] = None
+
+    @property
+    def requested(self) -> bool:
+        return self._outer.requested if self._outer is not None else self._flag
+
+    def keep_going(self, batches_done: int = 0) -> bool:
+        return not self.requested
+
+    def _record(self, signum: int, frame: Any) -> None:
+        self._flag = True
+
+    def __enter__(self) -> "InterruptGuard":
+        if threading.current_thread() is threading.main_thread():
+            current = signal.getsignal(signal.SIGINT)
+            if current is signal.default_int_handler:
+                signal.signal(signal.SIGINT, self._record)
+                self._installed = True
+            elif isinstance(getattr(current, "__self__", None), InterruptGuard):
+                self._outer = current.__self__
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            if self._flag and exc_type is None:
+                raise KeyboardInterrupt
+
+
+class ModelLock:
+    """Readers (predict, loss, ...) share the model; a writer (fit, train_step, set_weights)
+    has it alone. The writing thread may also read and write again (a callback during fit)."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._readers: Dict[int, List[str]] = {}    # thread id -> its read calls, nested
+        self._writer: Optional[int] = None
+        self._writer_call = ""
+        self._writer_depth = 0
+
+    def _refuse(self, call: str, other: str) -> ModelInUseError:
+        return ModelInUseError(
+            f"{call}: this model is in use by another thread ({other} in progress). One thread "
+            "may train a model (fit, train_step, set_weights) while no other thread uses it; "
+            "wait for that call to finish, or give each thread its own model.")
+
+    def acquire_read(self, call: str) -> None:
+        me = threading.get_ident()
+        with self._mutex:
+            if self._writer is not None and self._writer != me:
+                raise self._refuse(call, self._writer_call)
+            self._readers.setdefault(me, []).append(call)
+
+    def release_read(self) -> None:
+        me = threading.get_ident()
+        with self._mutex:
+            self._readers[me].pop()
+            if not self._readers[me]:
+                del self._readers[me]
+
+    def acquire_write(self, call: str) -> None:
+        me = threading.get_ident()
+        with self._mutex:
+            if self._writer is not None and self._writer != me:
+                raise self._refuse(call, self._writer_call)
+            others = [calls[0] for t, calls in self._readers.items() if t != me]
+            if others:
+                raise self._refuse(call, f"a read call ({others[0]})" if len(others) == 1
+                                   else f"read calls in {len(others)} threads")
+            if self._writer is None:
+                self._writer, self._writer_call = me, call
+            self._writer_depth += 1
+
+    def release_write(self) -> None:
+        with self._mutex:
+            self._writer_depth -= 1
+            if not self._writer_depth:
+                self._writer, self._writer_call = None, ""
+
+
+def _locked(acquire: str, release: str) -> Callable[[F], F]:
+    def decorate(method: F) -> F:
+        call = f"RNN.{method.__name__}"
+
+        @functools.wraps(method)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            lock = self._lock
+            getattr(lock, acquire)(call)
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                getattr(lock, release)()
+        return wrapper  # type: ignore[return-value]
+    return decorate
+
+
+reads_model = _locked("acquire_read", "release_read")
+writes_model = _locked("acquire_write", "release_write")

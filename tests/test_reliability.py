@@ -1,0 +1,514 @@
+"""Faults (issue 4, docs/reliability.md): divergence, Ctrl-C, threads, damaged files, saturating
+activations, and the bad inputs of the C++ core that used to crash it. Each test checks what
+the user keeps: the weights and optimizer state after the last completed update, compared
+bitwise with a replay of exactly that many updates."""
+
+import _thread
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import rnnkit
+from rnnkit import _core
+from rnnkit import reference as ref
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _data(n=12, t=5, i=2, o=1, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, t, i)), rng.normal(size=(n, o))
+
+
+def _state(model):
+    """Everything an update changes: parameters, optimizer buffers and step count."""
+    opt = model.optimizer
+    return (model._params.tobytes(), opt.step_count,
+            {k: v.tobytes() for k, v in sorted(opt.state.items())})
+
+
+def _replay(backend, X, Y, make_opt, epochs, batches, batch_size, seed=0, **model_kw):
+    """A fresh model trained unshuffled for ``epochs`` whole epochs and then the first
+    ``batches`` minibatches of the next one, through the same backend epoch function."""
+    model = rnnkit.RNN(X.shape[2], model_kw.pop("hidden_size", 4), Y.shape[1], seed=seed,
+                       backend=backend, **model_kw)
+    model.fit(X, Y, epochs=epochs, batch_size=batch_size, optimizer=make_opt(), shuffle=False)
+    if batches:
+        opt = model.optimizer
+        _, opt.step_count, status, _ = model._backend.train_epoch(
+            X, Y, model._params, np.arange(batches * batch_size), batch_size, **model._spec(),
+            bptt_truncate=None, clip_norm=None, clip_value=None, **opt.epoch_args())
+        assert status == "completed"
+    return model
+
+
+# ----------------------------------------------------------------------------- divergence
+@pytest.mark.parametrize("make_opt", [lambda: rnnkit.SGD(lr=50.0),
+                                      lambda: rnnkit.Adam(lr=1e306)], ids=["sgd", "adam"])
+def test_divergence_raises_naming_epoch_and_batch_and_keeps_the_last_good_state(backend,
+                                                                                make_opt):
+    X, Y = _data()
+    model = rnnkit.RNN(2, 4, 1, seed=0, backend=backend)
+    with pytest.raises(rnnkit.DivergenceError) as info:
+        model.fit(X, Y, epochs=200, batch_size=3, optimizer=make_opt(), shuffle=False)
+    err = info.value
+    assert isinstance(err, FloatingPointError)
+    assert f"epoch {err.epoch}, batch {err.batch} of 4" in str(err)
+    assert "clip_norm" in str(err) and "learning rate" in str(err)
+    assert err.history is model.history and len(err.history["loss"]) == err.epoch - 1
+    replay = _replay(backend, X, Y, make_opt, err.epoch - 1, err.batch - 1, 3)
+    assert _state(model) == _state(replay)
+    assert model.history["loss"] == replay.history["loss"]
+    # the minibatch that was refused really is non-finite, and train_step refuses it too
+    rows = slice((err.batch - 1) * 3, err.batch * 3)
+    with pytest.raises(rnnkit.DivergenceError, match="not applied"):
+        replay.train_step(X[rows], Y[rows])
+    assert _state(model) == _state(replay)
+
+
+def test_on_nonfinite_stop_returns_the_history_with_a_warning(backend):
+    X, Y = _data()
+    model = rnnkit.RNN(2, 4, 1, seed=0, backend=backend)
+    with pytest.warns(RuntimeWarning, match=r"diverged at epoch 16, batch 3 of 4"):
+        hist = model.fit(X, Y, epochs=200, batch_size=3, optimizer=rnnkit.SGD(lr=50.0),
+                         shuffle=False, on_nonfinite="stop")
+    assert hist is model.history and len(hist["loss"]) == 15
+    replay = _replay(backend, X, Y, lambda: rnnkit.SGD(lr=50.0), 15, 2, 3)
+    assert _state(model) == _state(replay)
+    with pytest.raises(ValueError, match=r"on_nonfinite must be one of 'raise', 'stop', "
+                                         r"got 'ignore'"):
+        model.fit(X, Y, on_nonfinite="ignore")
+
+
+# ----------------------------------------------------------------------------- Ctrl-C
+def _interrupt_soon(how, delay):
+    """Deliver Ctrl-C to the main thread after ``delay`` seconds; returns the send time."""
+    sent = []
+
+    def fire():
+        sent.append(time.perf_counter())
+        if how == "kill":
+            os.kill(os.getpid(), signal.SIGINT)      # a real SIGINT, as the terminal sends
+        else:
+            _thread.interrupt_main()
+    timer = threading.Timer(delay, fire)
+    timer.start()
+    return timer, sent
+
+
+@pytest.mark.parametrize("how", ["kill", "interrupt_main"])
+def test_ctrl_c_stops_a_long_fit_within_half_a_second_at_the_last_update(backend, how):
+    rng = np.random.default_rng(1)
+    X, Y = rng.normal(size=(64, 40, 3)), rng.normal(size=(64, 1))
+    make_opt = lambda: rnnkit.Adam(lr=1e-3)                      # noqa: E731
+    model = rnnkit.RNN(3, 16, 1, seed=0, backend=backend)
+    timer, sent = _interrupt_soon(how, 0.25)
+    try:
+        with pytest.raises(KeyboardInterrupt) as info:
+            model.fit(X, Y, epochs=10**6, batch_size=2, optimizer=make_opt(), shuffle=False)
+        caught = time.perf_counter()
+    finally:
+        timer.cancel()
+    assert caught - sent[0] < 0.5, f"honoured after {caught - sent[0]:.3f} s"
+    assert "interrupted" in str(info.value) and info.value.history is model.history
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # the model holds exactly the state after its step_count updates
+    steps = model.optimizer.step_count
+    epochs, batches = divmod(steps, 32)
+    assert steps >= 1 and len(model.history["loss"]) == epochs
+    assert _state(model) == _state(_replay(backend, X, Y, make_opt, epochs, batches, 2,
+                                           hidden_size=16))
+    # and it is usable: no lock left held, training continues
+    assert np.isfinite(model.predict(X[:4])).all()
+    assert len(model.fit(X[:8], Y[:8], epochs=1, batch_size=4)["loss"]) == 1
+
+
+def test_ctrl_c_inside_one_long_cpp_epoch_call():
+    """One _core.train_epoch call, many minibatches: the C++ loop takes the GIL back to look
+    at signals and returns the KeyboardInterrupt with the losses of the applied updates."""
+    rng = np.random.default_rng(2)
+    params, X, Y = rng.uniform(-0.3, 0.3, rnnkit.param_count(3, 32, 1, True)), \
+        rng.normal(size=(20000, 40, 3)), rng.normal(size=(20000, 1))
+    p = params.copy()
+    timer, sent = _interrupt_soon("kill", 0.3)
+    try:
+        losses, step, status, error = _core.train_epoch(
+            X, Y, p, np.arange(20000), 1, 32, 1, True, "tanh", None, None, None, "sgd", 0.01,
+            0.0, 0.0, 0.0, 0.0, 0.0, None, None, None, 0)
+        returned = time.perf_counter()
+    finally:
+        timer.cancel()
+    assert status == "stopped" and isinstance(error, KeyboardInterrupt)
+    assert returned - sent[0] < 0.5 and 1 <= step == len(losses) < 20000
+    q = params.copy()                                  # replay exactly `step` updates
+    _core.train_epoch(X, Y, q, np.arange(step), 1, 32, 1, True, "tanh", None, None, None,
+                      "sgd", 0.01, 0.0, 0.0, 0.0, 0.0, 0.0, None, None, None, 0)
+    assert p.tobytes() == q.tobytes()
+
+
+def test_ctrl_c_during_train_step_waits_for_the_update(monkeypatch):
+    """An interrupt landing while the reference optimizer writes params, exp_avg and
+    exp_avg_sq is honoured once the update (and its step count) is complete."""
+    X, Y = _data()
+    model = rnnkit.RNN(2, 4, 1, seed=0, backend="reference")
+    model.train_step(X, Y, optimizer=rnnkit.Adam(lr=0.01))
+    real = ref.adam_step
+
+    def interrupted_adam(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)            # lands in the middle of the update
+        time.sleep(0.01)
+        real(*args, **kwargs)
+    monkeypatch.setattr(ref, "adam_step", interrupted_adam)
+    with pytest.raises(KeyboardInterrupt):
+        model.train_step(X, Y)
+    monkeypatch.setattr(ref, "adam_step", real)
+    replay = rnnkit.RNN(2, 4, 1, seed=0, backend="reference")
+    replay.train_step(X, Y, optimizer=rnnkit.Adam(lr=0.01))
+    replay.train_step(X, Y)
+    assert _state(model) == _state(replay)
+
+
+# ----------------------------------------------------------------------------- threads
+def test_concurrent_predict_and_loss_from_threads_are_correct(backend):
+    rng = np.random.default_rng(3)
+    model = rnnkit.RNN(3, 24, 2, seed=0, backend=backend)
+    inputs = [rng.normal(size=(16, 30, 3)) for _ in range(6)]
+    targets = [rng.normal(size=(16, 2)) for _ in range(6)]
+    expected = [(model.predict(x), model.loss(x, y)) for x, y in zip(inputs, targets)]
+    results, errors = {}, []
+
+    def work(j):
+        try:
+            for _ in range(5):
+                results[j] = (model.predict(inputs[j]), model.loss(inputs[j], targets[j]))
+                assert results[j][0].tobytes() == expected[j][0].tobytes()
+                assert results[j][1] == expected[j][1]
+        except BaseException as exc:                # noqa: BLE001 - reported below
+            errors.append(exc)
+    threads = [threading.Thread(target=work, args=(j,)) for j in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 6
+
+
+class _BlockingBackend:
+    """The reference backend, except that the chosen function signals that it was entered and
+    then waits to be released: a call of the model held open in another thread."""
+
+    def __init__(self, name):
+        self.name, self.entered, self.release = name, threading.Event(), threading.Event()
+
+    def __getattr__(self, attr):
+        fn = getattr(ref, attr)
+        if attr != self.name:
+            return fn
+
+        def blocking(*args, **kwargs):
+            self.entered.set()
+            assert self.release.wait(10)
+            return fn(*args, **kwargs)
+        return blocking
+
+
+def _hold_open(model, blocked, call):
+    """Run ``call`` in a thread until the backend's ``blocked`` function is entered."""
+    model._backend = backend = _BlockingBackend(blocked)
+    errors = []
+
+    def run():
+        try:
+            call()
+        except BaseException as exc:                # noqa: BLE001 - reported by the test
+            errors.append(exc)
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert backend.entered.wait(10)
+    return thread, backend, errors
+
+
+def test_a_model_being_trained_refuses_every_call_from_another_thread():
+    X, Y = _data()
+    model = rnnkit.RNN(2, 4, 1, seed=0, backend="reference")
+    before = model._params.copy()
+    thread, backend, errors = _hold_open(model, "train_epoch",
+                                         lambda: model.fit(X, Y, epochs=2, batch_size=4))
+    try:
+        for call in (lambda: model.fit(X, Y), lambda: model.train_step(X, Y),
+                     lambda: model.set_weights(model.weights), lambda: model.predict(X),
+                     lambda: model.loss(X, Y), lambda: model.gradients(X, Y),
+                     lambda: model.save("never-written.npz")):
+            with pytest.raises(rnnkit.ModelInUseError,
+                               match=r"in use by another thread \(RNN\.fit in progress\)"):
+                call()
+    finally:
+        backend.release.set()
+        thread.join()
+    assert not errors and not os.path.exists("never-written.npz")
+    assert not np.array_equal(model._params, before)     # the fit itself went through
+    model._backend = ref
+    model.fit(X, Y, epochs=1)                             # and the model is free again
+
+
+def test_training_is_refused_while_another_thread_reads():
+    X, Y = _data()
+    model = rnnkit.RNN(2, 4, 1, seed=0, backend="reference")
+    thread, backend, errors = _hold_open(model, "forward", lambda: model.predict(X))
+    try:
+        with pytest.raises(rnnkit.ModelInUseError, match=r"a read call \(RNN\.predict\) in progress"):
+            model.fit(X, Y)
+    finally:
+        backend.release.set()
+        thread.join()
+    assert not errors
+
+
+def test_the_training_thread_may_read_its_own_model():
+    """fit computes validation loss through model.loss: same thread, no refusal."""
+    X, Y = _data()
+    model = rnnkit.RNN(2, 4, 1, seed=0, backend="reference")
+    hist = model.fit(X, Y, epochs=2, validation_data=(X, Y))
+    assert len(hist["val_loss"]) == 2
+
+
+def test_training_another_model_is_not_serialized_behind_a_long_cpp_epoch():
+    """Thread A runs one long C++ epoch (the GIL released while it computes); meanwhile the
+    main thread trains another model completely. With the GIL held, or a global lock, the main
+    thread could not finish before A's call returned."""
+    rng = np.random.default_rng(4)
+    XA, YA = rng.normal(size=(3000, 40, 3)), rng.normal(size=(3000, 1))
+    a = rnnkit.RNN(3, 32, 1, seed=0)
+    started, finished = threading.Event(), []
+
+    def long_epoch():
+        opt = rnnkit.SGD(lr=0.001)
+        opt._bind(a._params.size, a._params.dtype)
+        a._backend.train_epoch(XA, YA, a._params, np.arange(3000), 1, **a._spec(),
+                               bptt_truncate=None, clip_norm=None, clip_value=None,
+                               **opt.epoch_args(), callback=lambda done: started.set())
+        finished.append(time.perf_counter())
+    thread = threading.Thread(target=long_epoch)
+    thread.start()
+    assert started.wait(10)
+    X, Y = _data()
+    b = rnnkit.RNN(2, 4, 1, seed=0)
+    hist = b.fit(X, Y, epochs=3, batch_size=4)
+    done_b = time.perf_counter()
+    thread.join()
+    assert done_b < finished[0], "the other model's fit waited for the long epoch"
+    serial = rnnkit.RNN(2, 4, 1, seed=0)
+    assert serial.fit(X, Y, epochs=3, batch_size=4) == hist
+    assert serial._params.tobytes() == b._params.tobytes()
+
+
+# ----------------------------------------------------------------------------- files
+def _saved(tmp_path, backend="reference", train=True):
+    X, Y = _data()
+    model = rnnkit.RNN(2, 4, 1, seed=0, backend=backend)
+    if train:
+        model.fit(X, Y, epochs=1, batch_size=4, optimizer=rnnkit.Adam(lr=0.01))
+    path = tmp_path / "m.npz"
+    model.save(path)
+    return model, path
+
+
+def test_a_crash_mid_save_leaves_the_old_file_intact(tmp_path, monkeypatch):
+    model, path = _saved(tmp_path)
+    good = path.read_bytes()
+    real = np.savez
+
+    def crash(f, **arrays):
+        f.write(b"PK\x03\x04 half a file")            # partial output, then the crash
+        raise OSError("disk full")
+    monkeypatch.setattr(np, "savez", crash)
+    model.fit(*_data(), epochs=1)
+    with pytest.raises(OSError, match="disk full"):
+        model.save(path)
+    monkeypatch.setattr(np, "savez", real)
+    assert path.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]    # no temporary left
+    assert rnnkit.load(path).weights["W"].tobytes() != model.weights["W"].tobytes()
+
+
+def _rewrite(path, out, change):
+    with np.load(path) as f:
+        files = {k: f[k] for k in f.files}
+    change(files)
+    np.savez(out, **files)
+    return out
+
+
+def _set(key, value):
+    return lambda files: files.__setitem__(key, value)
+
+
+def _scaled_config(files):
+    import json
+    cfg = json.loads(str(files["config"]))
+    cfg["hidden_size"] = 10**6                 # would need 8 TB: refused before allocating
+    files["config"] = np.array(json.dumps(cfg))
+
+
+BAD_FILES = {
+    "wrong version": (_set("format_version", np.array(2)), "format version 2"),
+    "version not an int": (_set("format_version", np.array(1.0)), "format_version"),
+    "no version": (lambda f: f.pop("format_version"), "format_version"),
+    "config not JSON": (_set("config", np.array("{not json")), "JSONDecodeError"),
+    "config a list": (_set("config", np.array("[1, 2]")), "config must hold a JSON dict"),
+    "inconsistent config": (_scaled_config, r"params must have shape \(1000004000001,\)"),
+    "NaN in params": (lambda f: f["params"].__setitem__(3, np.nan), "params contains NaN"),
+    "params float32": (lambda f: f.__setitem__("params", f["params"].astype(np.float32)),
+                       "dtype float64"),
+    "Inf in optimizer state": (lambda f: f["optimizer_state.exp_avg"].__setitem__(0, np.inf),
+                               "optimizer_state.exp_avg contains NaN or Inf"),
+    "optimizer state missing": (lambda f: f.pop("optimizer_state.exp_avg_sq"),
+                                "the adam optimizer after 3 steps has state"),
+    "unknown optimizer": (_set("optimizer", np.array('{"config": {"name": "lbfgs"}, '
+                                                     '"step_count": 0}')), "lbfgs"),
+    "bad rng state": (_set("rng_state", np.array('{"bit_generator": "MT19937"}')),
+                      "rng_state: .*PCG64"),
+    "unexpected member": (_set("payload", np.arange(3)), r"unexpected members \['payload'\]"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_FILES))
+def test_load_rejects_damaged_and_inconsistent_files(tmp_path, kind):
+    change, message = BAD_FILES[kind]
+    _, path = _saved(tmp_path)
+    bad = _rewrite(path, tmp_path / "bad.npz", change)
+    with pytest.raises(ValueError, match="bad.npz") as info:
+        rnnkit.load(bad)
+    assert info.match(message)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5, 0.9, 0.999])
+def test_load_rejects_truncated_files(tmp_path, fraction):
+    _, path = _saved(tmp_path)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(data[:int(len(data) * fraction)])
+    with pytest.raises(ValueError, match="cut.npz.* not a readable rnnkit model file"):
+        rnnkit.load(cut)
+
+
+def test_load_rejects_corrupted_bytes(tmp_path):
+    """Flip bytes inside each stored array: the zip CRC (or the .npy header check) catches it."""
+    _, path = _saved(tmp_path)
+    data = bytearray(path.read_bytes())
+    with np.load(path) as f:
+        names = f.files
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        offsets = [(info.header_offset, info.file_size) for info in z.infolist()]
+    assert len(offsets) == len(names)
+    for k, (offset, size) in enumerate(offsets):
+        bad = bytearray(data)
+        where = offset + 30 + len(names[k]) + 4 + size // 2        # inside the member's data
+        bad[where] ^= 0xFF
+        path_k = tmp_path / f"corrupt{k}.npz"
+        path_k.write_bytes(bytes(bad))
+        with pytest.raises(ValueError, match=f"corrupt{k}.npz"):
+            rnnkit.load(path_k)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (open, (os.environ["RNNKIT_PAYLOAD_MARKER"], "w"))
+
+
+def test_load_never_unpickles(tmp_path, monkeypatch):
+    _, path = _saved(tmp_path)
+    marker = tmp_path / "code-ran"
+    monkeypatch.setenv("RNNKIT_PAYLOAD_MARKER", str(marker))
+    evil = _rewrite(path, tmp_path / "evil.npz",
+                    _set("config", np.array([_Payload()], dtype=object)))
+    with pytest.raises(ValueError, match="evil.npz"):
+        rnnkit.load(evil)
+    assert not marker.exists()
+
+
+def test_load_missing_file_is_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        rnnkit.load(tmp_path / "nope.npz")
+
+
+def test_a_fresh_and_an_untrained_model_round_trip(tmp_path):
+    for train in (False, True):
+        model, path = _saved(tmp_path, train=train)
+        loaded = rnnkit.load(path)
+        assert loaded._params.tobytes() == model._params.tobytes()
+
+
+# ----------------------------------------------------------------------------- numerics
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+@pytest.mark.parametrize("scale", [1e4, -1e4, 1e2, -30.0])
+def test_saturating_activations_neither_overflow_nor_warn(backend, dtype, activation, scale):
+    """Pre-activations of +-1e4: h saturates exactly, outputs and gradients stay finite, and
+    no floating-point warning is raised (pytest turns warnings into errors; numpy's too)."""
+    model = rnnkit.RNN(1, 3, 1, activation=activation, dtype=dtype, seed=0, backend=backend,
+                       return_sequences=True)
+    w = model.weights
+    w["U"][:] = scale
+    w["W"][:] = 0.0
+    w["b"][:] = 0.0
+    model.set_weights(w)
+    X, Y = np.ones((2, 4, 1)), np.zeros((2, 4, 1))
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        outputs, h_T = model.forward(X)
+        grads = model.gradients(X, Y)
+        loss, _ = model.train_step(X, Y, optimizer=rnnkit.SGD(lr=0.1))
+    assert np.isfinite(outputs).all() and np.isfinite(loss)
+    assert all(np.isfinite(g).all() for g in grads.values())
+    ref_h = np.tanh(scale) if activation == "tanh" else np.exp(-np.logaddexp(0.0, -scale))
+    np.testing.assert_allclose(h_T, np.full((2, 3), ref_h, dtype=dtype), rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the C++ core
+def test_core_huge_and_overflowing_sizes_are_errors_not_crashes():
+    p = np.zeros(rnnkit.param_count(1, 3, 1, True))
+    X = np.zeros((2, 4, 1))
+    with pytest.raises(ValueError, match=r"W \(input_size=1, hidden_size=1099511627776, "
+                                         r"output_size=1\) would hold more than 2\*\*56"):
+        _core.forward(X, None, p, 2**40, 1, True, "tanh", False)
+    with pytest.raises(MemoryError, match=r"X: cannot allocate a C-contiguous copy"):
+        _core.forward(np.broadcast_to(np.zeros(1), (10**6, 10**6, 1)), None, p, 3, 1, True,
+                      "tanh", False)
+    big = rnnkit.param_count(1, 10**4, 1, True)
+    with pytest.raises(MemoryError, match=r"hidden_states: cannot allocate a "
+                                          r"\(2, 10000000, 10000\) float64 array"):
+        _core.forward(np.broadcast_to(np.zeros(1), (2, 10**7, 1)), None, np.zeros(big), 10**4,
+                      1, True, "tanh", False)
+    with pytest.raises(MemoryError, match=r"hidden_size=1000000, .* more than can be allocated"):
+        rnnkit.RNN(1, 10**6, 1)
+    with pytest.raises(MemoryError, match="X: cannot allocate"):
+        rnnkit.RNN(1, 3, 1).predict(np.broadcast_to(np.zeros(1), (10**6, 10**6, 1)))
+
+
+def test_core_huge_batch_size_and_step_do_not_overflow():
+    p = np.zeros(rnnkit.param_count(1, 3, 1, True))
+    X, Y = np.zeros((2, 4, 1)), np.zeros((2, 1))
+    args = (X, Y, p, np.arange(2), 2**62, 3, 1, True, "tanh", None, None, None, "sgd", 0.1,
+            0.0, 0.0, 0.0, 0.0, 0.0, None, None, None)
+    losses, step, status, _ = _core.train_epoch(*args, 0)
+    assert (losses.shape, step, status) == ((1,), 1, "completed")
+    with pytest.raises(ValueError, match="step must leave room for this epoch's 1 updates"):
+        _core.train_epoch(*args, 2**63 - 1)
+
+
+def test_core_in_place_buffers_must_not_alias():
+    p = np.zeros(rnnkit.param_count(1, 3, 1, True))
+    g = np.ones_like(p)
+    with pytest.raises(ValueError, match="params and grad must be separate arrays"):
+        _core.sgd_step(p, p, None, 0.1, 0.0, 0.0)
+    with pytest.raises(ValueError, match="exp_avg and exp_avg_sq must be separate"):
+        m = np.zeros_like(p)
+        _core.adam_step(p, g, m, m, 1, 0.1, 0.9, 0.99, 1e-8, 0.0)
+    half = np.zeros(2 * p.size)
+    with pytest.raises(ValueError, match="params and momentum_buffer must be separate"):
+        _core.sgd_step(half[:p.size], g, half[p.size // 2:p.size // 2 + p.size], 0.1, 0.9, 0.0)
