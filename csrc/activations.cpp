@@ -99,26 +99,33 @@ RNNKIT_LANES vd sigmoid_lanes(vd a) {
     return (a >= 0.0 ? splat(1.0) : e) / (1.0 + e);
 }
 
-// Applies f to x[0:n] in place, L lanes at a time; the tail goes through a padded vector.
-template <typename Real, typename F>
-RNNKIT_LANES void map_lanes(Real* x, int64_t n, F f) {
+enum class Function { Tanh, Sigmoid };
+
+// f(x) in place for L lanes at p. Direct calls only (no function pointer or lambda), so that
+// every helper is inlined into the instruction set of the function that uses it.
+template <Function f, typename Real>
+RNNKIT_LANES void apply_lanes(Real* p) {
     typedef Real vr __attribute__((vector_size(L * sizeof(Real))));
-    auto apply = [&](Real* p) {
-        vr v;
-        std::memcpy(&v, p, sizeof v);
-        v = __builtin_convertvector(f(__builtin_convertvector(v, vd)), vr);
-        std::memcpy(p, &v, sizeof v);
-    };
+    vr v;
+    std::memcpy(&v, p, sizeof v);
+    const vd x = __builtin_convertvector(v, vd);
+    v = __builtin_convertvector(f == Function::Tanh ? tanh_lanes(x) : sigmoid_lanes(x), vr);
+    std::memcpy(p, &v, sizeof v);
+}
+
+// Applies f to x[0:n] in place, L lanes at a time; the tail goes through a padded vector.
+template <Function f, typename Real>
+RNNKIT_LANES void map_lanes(Real* x, int64_t n) {
     int64_t i = 0;
     for (; i + 2 * L <= n; i += 2 * L) {   // two vectors in flight
-        apply(x + i);
-        apply(x + i + L);
+        apply_lanes<f>(x + i);
+        apply_lanes<f>(x + i + L);
     }
-    for (; i + L <= n; i += L) apply(x + i);
+    for (; i + L <= n; i += L) apply_lanes<f>(x + i);
     if (i < n) {
         Real pad[L] = {};
         std::memcpy(pad, x + i, size_t(n - i) * sizeof(Real));
-        apply(pad);
+        apply_lanes<f>(pad);
         std::memcpy(x + i, pad, size_t(n - i) * sizeof(Real));
     }
 }
@@ -126,9 +133,9 @@ RNNKIT_LANES void map_lanes(Real* x, int64_t n, F f) {
 // One compilation per instruction-set level, chosen by the level gemm_accumulate runs at.
 #define RNNKIT_ACTIVATION_LEVEL(name, attributes)                                                \
     template <typename Real>                                                                   \
-    attributes void name##_tanh(Real* x, int64_t n) { map_lanes(x, n, tanh_lanes); }           \
+    attributes void name##_tanh(Real* x, int64_t n) { map_lanes<Function::Tanh>(x, n); }       \
     template <typename Real>                                                                   \
-    attributes void name##_sigmoid(Real* x, int64_t n) { map_lanes(x, n, sigmoid_lanes); }
+    attributes void name##_sigmoid(Real* x, int64_t n) { map_lanes<Function::Sigmoid>(x, n); }
 
 RNNKIT_ACTIVATION_LEVEL(baseline, )
 #if RNNKIT_X86
