@@ -4,12 +4,14 @@ A C++ core (``rnnkit._core``) and a pure-NumPy reference (:mod:`rnnkit.reference
 the same functions; :class:`RNN` trains either with truncated BPTT, clipping, SGD or Adam.
 """
 
-from . import data, reference
+from . import callbacks, data, reference
+from .callbacks import EarlyStopping, History, ModelCheckpoint
 from .layout import param_count, param_layout, param_views
 from .model import RNN, load
 from .optimizers import SGD, Adam, Optimizer
 
 __version__ = "0.1.0"
 
-__all__ = ["RNN", "SGD", "Adam", "Optimizer", "load", "data", "reference", "param_layout",
-           "param_count", "param_views", "__version__"]
+__all__ = ["RNN", "SGD", "Adam", "Optimizer", "load", "History", "EarlyStopping",
+           "ModelCheckpoint", "callbacks", "data", "reference", "param_layout", "param_count",
+           "param_views", "__version__"]

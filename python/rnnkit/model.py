@@ -6,11 +6,12 @@ import json
 import os
 import tempfile
 import zipfile
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import reference
+from .callbacks import CallbackLike, History, TrainingRun
 from ._checks import (as_real_array, check_choice, check_dtype, check_int, check_optional_int,
                       check_optional_positive, check_shape)
 from .layout import param_count, param_layout, param_views
@@ -77,6 +78,7 @@ class RNN:
         self._backend = _backend_module(backend)
         self._rng = np.random.default_rng(self.seed)
         self.optimizer: Optional[Optimizer] = None
+        self.stop_training = False      # a callback sets it to end fit after the current epoch
 
         size = param_count(self.input_size, self.hidden_size, self.output_size, self.bias)
         self._params = np.empty(size, dtype=self.dtype)
@@ -92,6 +94,18 @@ class RNN:
     def _spec(self) -> Dict[str, Any]:
         return dict(hidden_size=self.hidden_size, output_size=self.output_size, bias=self.bias,
                     activation=self.activation)
+
+    def __getstate__(self) -> Dict[str, Any]:
+        """Pickle support (joblib ships models to worker processes this way): everything but
+        the backend module, which is looked up again by name when unpickled. Weights,
+        optimizer state and the generator's state round-trip exactly."""
+        state = self.__dict__.copy()
+        del state["_backend"]
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._backend = _backend_module(self.backend)
 
     def get_config(self) -> Dict[str, Any]:
         """The constructor arguments, as a JSON-friendly dict."""
@@ -176,6 +190,26 @@ class RNN:
         """The outputs for X: (N, O), or (N, T, O) with ``return_sequences``."""
         return self.forward(X, h0)[0]
 
+    def forecast(self, context: Any, steps: int, h0: Any = None) -> np.ndarray:
+        """Autoregressive rollout: predict ``steps`` values past the end of ``context``,
+        feeding each prediction back as the next input (so ``input_size == output_size``).
+
+        ``context`` is (N, T, I) (or (N, T) when I == 1), run from ``h0`` (zeros when None).
+        Returns (N, steps, O): ``[:, 0]`` is the output after the context's last step (what
+        :meth:`predict` gives for a many-to-one model), ``[:, s]`` the output after feeding
+        ``[:, s - 1]`` back in. The whole rollout runs in one backend call, and equals, bit for
+        bit, a loop of :meth:`forward` calls carrying the state.
+        """
+        if self.input_size != self.output_size:
+            raise ValueError(
+                "forecast feeds each prediction back as the next input, so it needs "
+                f"input_size == output_size, got input_size={self.input_size} and "
+                f"output_size={self.output_size}")
+        steps = check_int(steps, "steps", 1)
+        X = self._check_x(context, "context")
+        h0 = self._check_h0(h0, X.shape[0])
+        return self._backend.forecast(X, h0, self._params, **self._spec(), steps=steps)
+
     def loss(self, X: Any, Y: Any, h0: Any = None) -> float:
         """Mean squared error over every target element."""
         X = self._check_x(X)
@@ -238,7 +272,7 @@ class RNN:
             optimizer: Optional[Optimizer] = None, bptt_truncate: Optional[int] = None,
             clip_norm: Optional[float] = None, clip_value: Optional[float] = None,
             validation_data: Optional[Tuple[Any, Any]] = None, shuffle: bool = True,
-            verbose: int = 0) -> Dict[str, List[float]]:
+            verbose: int = 0, callbacks: Optional[Sequence[CallbackLike]] = None) -> History:
         """Train for ``epochs`` epochs of minibatch updates; returns the history.
 
         Each epoch shuffles the records (``shuffle=True``, with the model's generator), then for
@@ -247,9 +281,17 @@ class RNN:
         ``clip_value``), update with ``optimizer`` (kept on the model with its state; Adam() the
         first time none is given). The whole epoch runs in one backend call.
 
-        Returns ``{"loss": [...], "val_loss": [...]}``: per epoch, the mean of the minibatch
-        losses weighted by batch size, and the loss on ``validation_data`` after the epoch
-        (an empty list without validation data).
+        ``verbose``: 0 silent; 1 a progress bar over each epoch's minibatches with the running
+        loss, then the epoch's loss, val_loss and time (tqdm when installed, else one line per
+        epoch); 2 one line per epoch. ``callbacks``: a list of :mod:`rnnkit.callbacks` objects
+        (``EarlyStopping``, ``ModelCheckpoint``, ...) or callables ``f(epoch, logs)`` run after
+        each epoch (0-based epoch; logs {"loss", "val_loss"}); setting ``model.stop_training``
+        (or a callable returning False) ends training after that epoch.
+
+        Returns a :class:`~rnnkit.callbacks.History` whose ``history`` is
+        ``{"loss": [...], "val_loss": [...]}``: per epoch, the mean of the minibatch losses
+        weighted by batch size, and the loss on ``validation_data`` after the epoch (an empty
+        list without validation data). It reads as that dict too (``hist["loss"]``).
         """
         X = self._check_x(X)
         Y = self._check_y(Y, X)
@@ -266,17 +308,20 @@ class RNN:
             Y_val = self._check_y(validation_data[1], X_val, "validation_data[1]")
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
-        verbose = check_int(verbose, "verbose", 0)
-        opt = self._use_optimizer(optimizer)
-
         N = X.shape[0]
         batch_sizes = np.diff(np.append(np.arange(0, N, batch_size), N))
-        history: Dict[str, List[float]] = {"loss": [], "val_loss": []}
+        run = TrainingRun(self, callbacks, verbose, epochs, batch_sizes,
+                          validation_data is not None)
+        opt = self._use_optimizer(optimizer)
+        run.train_begin()
         for epoch in range(epochs):
             order = self._rng.permutation(N) if shuffle else np.arange(N)
+            losses_out = np.empty(len(batch_sizes))
+            run.epoch_begin(epoch, losses_out)
             losses, opt.step_count, status, error = self._backend.train_epoch(
                 X, Y, self._params, order, batch_size, **self._spec(), bptt_truncate=k,
-                clip_norm=clip_norm, clip_value=clip_value, **opt.epoch_args())
+                clip_norm=clip_norm, clip_value=clip_value, **opt.epoch_args(),
+                callback=run.batch_progress(), losses_out=losses_out)
             if status == "nonfinite":
                 raise FloatingPointError(
                     f"training diverged at epoch {epoch + 1}, batch {len(losses) + 1}: the loss "
@@ -284,14 +329,12 @@ class RNN:
                     "good update; try clip_norm / clip_value or a smaller learning rate.")
             if status == "stopped":
                 raise error if error is not None else KeyboardInterrupt()
-            history["loss"].append(float(np.dot(losses, batch_sizes) / N))
-            line = f"epoch {epoch + 1}/{epochs} - loss: {history['loss'][-1]:.6g}"
+            logs = {"loss": float(np.dot(losses, batch_sizes) / N)}
             if validation_data is not None:
-                history["val_loss"].append(self.loss(X_val, Y_val))
-                line += f" - val_loss: {history['val_loss'][-1]:.6g}"
-            if verbose:
-                print(line, flush=True)
-        return history
+                logs["val_loss"] = self.loss(X_val, Y_val)
+            if run.epoch_end(logs):
+                break
+        return run.train_end()
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: PathLike) -> None:
