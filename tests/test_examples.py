@@ -42,7 +42,21 @@ def test_sine_wave_reaches_target_rmse(tmp_path):
     rmse = number_after("validation RMSE", proc.stdout)
     assert rmse <= 0.005, proc.stdout
     number_after("training time", proc.stdout)
+    assert number_after(r"forecast RMSE \(200 steps\)", proc.stdout) < 0.05, proc.stdout
     assert list(tmp_path.iterdir()) == [], "--no-plot must not write files"
+
+
+def test_sine_wave_plot_or_message(tmp_path):
+    """With plotting on: one PNG (predictions, loss curves, the 200-step forecast) and its path
+    printed when matplotlib is installed, otherwise a message saying so."""
+    proc = run_example("sine_wave.py", "--epochs", "3", "--plot", "out.png", cwd=tmp_path)
+    assert proc.returncode == 0, explain(proc)
+    png = tmp_path / "out.png"
+    if "matplotlib is not installed" in proc.stdout:
+        assert not png.exists()
+    else:
+        assert f"plot saved to {png}" in proc.stdout, proc.stdout
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_sine_wave_exits_1_when_target_missed(tmp_path):
