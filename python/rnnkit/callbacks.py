@@ -35,7 +35,7 @@ Logs = Dict[str, float]
 CallbackLike = Union["Callback", Callable[[int, Logs], Any]]
 
 
-class History(Mapping):  # type: ignore[type-arg]  # Mapping[str, List[float]] on 3.9 at runtime
+class History(Mapping[str, List[float]]):
     """What ``fit`` returns: ``history`` is a dict of lists, one value per epoch run
     (``"loss"`` and ``"val_loss"``, the latter empty without validation data), ``epoch`` the
     0-based epoch indices, ``params`` the training settings.

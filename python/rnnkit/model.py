@@ -146,35 +146,35 @@ class RNN:
 
     # ------------------------------------------------------------------ input checks
     def _check_x(self, X: Any, name: str = "X") -> np.ndarray:
-        X = as_real_array(X, name, self.dtype)
-        if X.ndim == 2 and self.input_size == 1:
-            X = X[:, :, None]
-        check_shape(X, name, ("N", "T", self.input_size))
-        if X.shape[0] == 0 or X.shape[1] == 0:
+        arr = as_real_array(X, name, self.dtype)
+        if arr.ndim == 2 and self.input_size == 1:
+            arr = arr[:, :, None]
+        check_shape(arr, name, ("N", "T", self.input_size))
+        if arr.shape[0] == 0 or arr.shape[1] == 0:
             raise ValueError(f"{name} must have at least one sequence and one step, "
-                             f"got shape {X.shape}")
-        return X
+                             f"got shape {arr.shape}")
+        return arr
 
     def _check_y(self, Y: Any, X: np.ndarray, name: str = "Y") -> np.ndarray:
-        Y = as_real_array(Y, name, self.dtype)
+        arr = as_real_array(Y, name, self.dtype)
         N, T = X.shape[:2]
         O = self.output_size
         if self.return_sequences:
-            if Y.ndim == 2 and O == 1 and Y.shape == (N, T):
-                Y = Y[:, :, None]
-            check_shape(Y, name, (N, T, O))
+            if arr.ndim == 2 and O == 1 and arr.shape == (N, T):
+                arr = arr[:, :, None]
+            check_shape(arr, name, (N, T, O))
         else:
-            if Y.ndim == 1 and O == 1:
-                Y = Y[:, None]
-            check_shape(Y, name, (N, O))
-        return Y
+            if arr.ndim == 1 and O == 1:
+                arr = arr[:, None]
+            check_shape(arr, name, (N, O))
+        return arr
 
     def _check_h0(self, h0: Any, N: int) -> Optional[np.ndarray]:
         if h0 is None:
             return None
-        h0 = as_real_array(h0, "h0", self.dtype)
-        check_shape(h0, "h0", (N, self.hidden_size))
-        return h0
+        arr = as_real_array(h0, "h0", self.dtype)
+        check_shape(arr, "h0", (N, self.hidden_size))
+        return arr
 
     # ------------------------------------------------------------------ inference
     def forward(self, X: Any, h0: Any = None) -> Tuple[np.ndarray, np.ndarray]:
@@ -208,7 +208,9 @@ class RNN:
         steps = check_int(steps, "steps", 1)
         X = self._check_x(context, "context")
         h0 = self._check_h0(h0, X.shape[0])
-        return self._backend.forecast(X, h0, self._params, **self._spec(), steps=steps)
+        forecasts: np.ndarray = self._backend.forecast(X, h0, self._params, **self._spec(),
+                                                       steps=steps)
+        return forecasts
 
     def loss(self, X: Any, Y: Any, h0: Any = None) -> float:
         """Mean squared error over every target element."""
@@ -341,7 +343,7 @@ class RNN:
         """Write the configuration, weights, optimizer (with its state) and the random
         generator's state to an ``.npz`` file, so that training resumes exactly after
         :func:`rnnkit.load`. The file is written to a temporary name and renamed into place."""
-        arrays: Dict[str, np.ndarray] = {
+        arrays: Dict[str, Any] = {
             "format_version": np.array(FORMAT_VERSION),
             "config": np.array(json.dumps(self.get_config())),
             "params": self._params,

@@ -38,22 +38,28 @@ ACTIVATIONS = ("tanh", "sigmoid", "relu")
 
 def activate(a: np.ndarray, activation: str) -> np.ndarray:
     """h = f(a) for f in tanh, sigmoid, relu. The sigmoid is written so it never overflows."""
+    h: np.ndarray
     if activation == "tanh":
-        return np.tanh(a)
-    if activation == "sigmoid":
+        h = np.tanh(a)
+    elif activation == "sigmoid":
         e = np.exp(-np.abs(a))                      # in (0, 1]: no overflow for any a
-        return np.where(a >= 0, 1 / (1 + e), e / (1 + e))
-    if activation == "relu":
-        return np.maximum(a, 0)
-    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        h = np.where(a >= 0, 1 / (1 + e), e / (1 + e))
+    elif activation == "relu":
+        h = np.maximum(a, 0)
+    else:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    return h
 
 
 def activation_derivative(h: np.ndarray, activation: str) -> np.ndarray:
     """f'(a_t) written in terms of h_t = f(a_t): tanh 1 - h², sigmoid h (1 - h), relu [h > 0]."""
+    d: np.ndarray
     if activation == "tanh":
-        return 1 - h * h
+        d = 1 - h * h
+        return d
     if activation == "sigmoid":
-        return h * (1 - h)
+        d = h * (1 - h)
+        return d
     if activation == "relu":
         return (h > 0).astype(h.dtype)
     raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
@@ -213,6 +219,9 @@ def sgd_step(params: np.ndarray, grad: np.ndarray, momentum_buffer: Optional[np.
     """
     d = grad + weight_decay * params if weight_decay != 0 else grad
     if momentum != 0:
+        if momentum_buffer is None:
+            raise ValueError(f"momentum_buffer must be an array of shape ({params.size},) "
+                             "when momentum != 0, got None")
         momentum_buffer *= momentum
         momentum_buffer += d
         d = momentum_buffer
@@ -288,6 +297,9 @@ def train_epoch(X: np.ndarray, Y: np.ndarray, params: np.ndarray, order: np.ndar
         if optimizer == "sgd":
             sgd_step(params, grad, momentum_buffer, lr, momentum, weight_decay)
         else:
+            if exp_avg is None or exp_avg_sq is None:
+                raise ValueError("exp_avg and exp_avg_sq must be arrays of shape "
+                                 f"({params.size},) for optimizer='adam', got None")
             adam_step(params, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
                       weight_decay)
         losses.append(loss)
