@@ -45,7 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def make_data(n: int = 300, t: int = 20, seed: int = 0):
     rng = np.random.default_rng(seed)
     phase = rng.uniform(0, 2 * np.pi, size=n)
-    s = np.sin(0.3 * np.arange(t + 1)[None, :] + phase[:, None]) + 0.02 * rng.normal(size=(n, t + 1))
+    s = np.sin(0.3 * np.arange(t + 1)[None, :] + phase[:, None])
+    s += 0.02 * rng.normal(size=(n, t + 1))
     return 2.0 + s[:, :t], 2.0 + s[:, t]
 
 

@@ -109,7 +109,8 @@ def _monitor_value(logs: Logs, monitor: str, who: str) -> float:
 
 class EarlyStopping(Callback):
     """Stop training when ``monitor`` has not improved by more than ``min_delta`` for
-    ``patience`` epochs in a row (lower is better: ``mode="min"``; ``"max"`` for scores).
+    ``patience`` epochs in a row (lower is better: ``mode="min"``; ``"max"`` for scores). As in
+    Keras, ``patience=0`` stops at the first epoch that does not improve, like ``patience=1``.
 
     With ``restore_best_weights=True`` the model ends training with the weights of its best
     epoch (only the weights: the optimizer state and the generator go on from the last epoch,
@@ -154,12 +155,12 @@ class EarlyStopping(Callback):
                 self.best_weights = self.model.weights
             return
         self.wait += 1
-        if self.wait > self.patience and self.model is not None:
+        if self.wait >= max(self.patience, 1) and self.model is not None:   # as Keras does
             self.stopped_epoch = epoch
             self.model.stop_training = True
 
     def on_train_end(self, logs: Optional[Logs] = None) -> None:
-        if self.restore_best_weights and self.best_weights is not None and self.model:
+        if self.restore_best_weights and self.best_weights is not None and self.model is not None:
             self.model.set_weights(self.best_weights)
 
     def __repr__(self) -> str:
