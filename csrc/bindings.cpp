@@ -299,6 +299,39 @@ py::tuple backward(const py::object& X_, const py::object& Y_, const py::object&
     });
 }
 
+py::array forecast(const py::object& X_, const py::object& h0_, const py::object& params_,
+                   int64_t hidden_size, int64_t output_size, bool bias,
+                   const std::string& activation, int64_t steps) {
+    if (steps < 1)
+        throw py::value_error("steps must be an integer >= 1, got " + std::to_string(steps));
+    return dispatch(params_, [&](auto zero) -> py::array {
+        using Real = decltype(zero);
+        const Activation act = parse_activation(activation);
+        auto X = input_array<Real>(X_, "X", {-1, -1, -1});
+        const Sizes s = batch_sizes(X, hidden_size, output_size, bias);
+        if (s.I != s.O)
+            throw py::value_error("forecast feeds each prediction back as the next input, so "
+                                  "X must have output_size = " + std::to_string(s.O) +
+                                  " features per step, got X of shape " + shape_of(X));
+        auto params = input_array<Real>(params_, "params", {s.P});
+        std::optional<CArray<Real>> h0;
+        if (!h0_.is_none()) h0 = input_array<Real>(h0_, "h0", {s.N, s.H});
+        py::array_t<Real> forecasts({s.N, steps, s.O});
+        std::vector<Real> work(size_t(rnnkit::forecast_work_size(s.N, s.T, s.I, s.H, s.O)));
+        Real* f = forecasts.mutable_data();
+        const Real* x = X.data();
+        const Real* h0p = h0 ? h0->data() : nullptr;
+        const Real* p = params.data();
+        {
+            // Safe without the GIL: see forward.
+            py::gil_scoped_release release;
+            rnnkit::elman_forecast(f, x, h0p, p, s.N, s.T, s.I, s.H, s.O, steps, bias, act,
+                                   work.data());
+        }
+        return forecasts;
+    });
+}
+
 double clip(const py::object& grad_, std::optional<double> clip_norm,
             std::optional<double> clip_value) {
     check_positive(clip_norm, "clip_norm");
@@ -396,7 +429,7 @@ py::tuple train_epoch(const py::object& X_, const py::object& Y_, const py::obje
                       double lr, double momentum, double weight_decay, double beta1,
                       double beta2, double eps, const py::object& momentum_buffer_,
                       const py::object& exp_avg_, const py::object& exp_avg_sq_, int64_t step,
-                      const py::object& callback) {
+                      const py::object& callback, const py::object& losses_out) {
     const Activation act = parse_activation(activation);
     const int64_t k = truncation(bptt_truncate);
     check_size(batch_size, "batch_size");
@@ -447,16 +480,25 @@ py::tuple train_epoch(const py::object& X_, const py::object& Y_, const py::obje
             m = inout_array<Real>(exp_avg_, "exp_avg", s.P);
             v = inout_array<Real>(exp_avg_sq_, "exp_avg_sq", s.P);
         }
-        check_no_overlap({{"params", &params}, {"X", &X}, {"Y", &Y}, {"order", &order},
-                          {"momentum_buffer", buffer ? &*buffer : nullptr},
-                          {"exp_avg", m ? &*m : nullptr}, {"exp_avg_sq", v ? &*v : nullptr}});
+        // The losses go into `losses_out` when given (a caller's progress display reads the
+        // running loss from it in the callback), else into a new array.
         // Written without n_order + batch_size, which could overflow for a huge batch_size.
         const int64_t n_batches = n_order == 0 ? 0 : (n_order - 1) / batch_size + 1;
         if (step > std::numeric_limits<int64_t>::max() - n_batches)
             throw py::value_error("step must leave room for this epoch's " +
                                   std::to_string(n_batches) + " updates, got " +
                                   std::to_string(step));
-        py::array_t<double> losses = output_array<double>("losses", {n_batches});
+        if (!losses_out.is_none() &&
+            !py::isinstance<py::array_t<double, py::array::c_style>>(losses_out))
+            throw py::type_error("losses_out must be None or a C-contiguous numpy array of "
+                                 "float64, got " + type_of(losses_out));
+        py::array_t<double> losses = losses_out.is_none()
+                                         ? output_array<double>("losses", {n_batches})
+                                         : inout_array<double>(losses_out, "losses_out", n_batches);
+        check_no_overlap({{"params", &params}, {"X", &X}, {"Y", &Y}, {"order", &order},
+                          {"momentum_buffer", buffer ? &*buffer : nullptr},
+                          {"exp_avg", m ? &*m : nullptr}, {"exp_avg_sq", v ? &*v : nullptr},
+                          {"losses_out", losses_out.is_none() ? nullptr : &losses}});
         double* l = losses.mutable_data();
         Real* p = params.mutable_data();
         Real* buf = buffer ? buffer->mutable_data() : nullptr;
@@ -538,6 +580,10 @@ PYBIND11_MODULE(_core, m) {
           py::arg("output_size"), py::arg("bias"), py::arg("activation"),
           py::arg("bptt_truncate"),
           "Loss and truncated gradient (flat, in the layout of params): returns (loss, grad).");
+    m.def("forecast", &forecast, py::arg("X"), py::arg("h0"), py::arg("params"),
+          py::arg("hidden_size"), py::arg("output_size"), py::arg("bias"), py::arg("activation"),
+          py::arg("steps"),
+          "Autoregressive rollout from the context X (I == O): returns forecasts (N, steps, O).");
     m.def("clip", &clip, py::arg("grad"), py::arg("clip_norm"), py::arg("clip_value"),
           "Clip grad in place (global norm, then value); returns the norm before clipping.");
     m.def("sgd_step", &sgd_step, py::arg("params"), py::arg("grad"), py::arg("momentum_buffer"),
@@ -554,7 +600,7 @@ PYBIND11_MODULE(_core, m) {
           py::arg("optimizer"), py::arg("lr"), py::arg("momentum"), py::arg("weight_decay"),
           py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("momentum_buffer"),
           py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("step"),
-          py::arg("callback") = py::none(),
+          py::arg("callback") = py::none(), py::arg("losses_out") = py::none(),
           "One epoch of minibatch training in one call; returns (losses, step, status, error).");
     m.def("set_num_threads", &set_num_threads, py::arg("n"),
           "Use n threads (>= 1) in the C++ core; results do not depend on it.");

@@ -97,6 +97,20 @@ double elman_backward(Real* grad,                 // (P,) accumulated into
                       bool bias, Activation act, bool return_sequences, int64_t k,
                       Real* work);                // backward_work_size(N, T, H, O, return_sequences)
 
+// Autoregressive rollout (forecast.cpp), for models with I == O: run the context X from h0,
+// take y_T as the first forecast, then feed each forecast back as the next step's input,
+// steps times in all. forecasts[n, s] is the prediction s + 1 steps after the context's end.
+int64_t forecast_work_size(int64_t N, int64_t T, int64_t I, int64_t H, int64_t O);
+
+template <typename Real>
+void elman_forecast(Real* forecasts,      // (N, steps, O) out
+                    const Real* X,        // (N, T, I), the context
+                    const Real* h0,       // (N, H), or null for zeros
+                    const Real* params,   // (P,)
+                    int64_t N, int64_t T, int64_t I, int64_t H, int64_t O, int64_t steps,
+                    bool bias, Activation act,
+                    Real* work);          // forecast_work_size(N, T, I, H, O)
+
 template <typename Real>
 void zero_buffer(Real* buffer, int64_t n);
 

@@ -6,8 +6,11 @@ value as its target: 150 windows, the first 100 to train on, the next 50 to vali
 Elman RNN (1 input, 100 tanh hidden units, 1 output) is trained one window at a time with SGD,
 backpropagation through time truncated to 5 steps, and gradients clipped at 10 per element,
 for 25 epochs. The script prints each epoch's training and validation loss, then the
-validation RMSE and the training time, and, when matplotlib is installed, saves a plot of the
-validation predictions and the loss curves.
+validation RMSE and the training time, then forecasts 200 steps past the data (x = 200..399)
+autoregressively from its last 50 values with ``model.forecast`` and prints that forecast's
+RMSE against the true sin(x). When matplotlib is installed it saves one PNG (and prints its
+path) with the validation predictions, the loss curves (``rnnkit.plot.history``) and the
+forecast next to the truth (``rnnkit.plot.forecast``).
 
     python examples/sine_wave.py                    # the defaults reach RMSE <= 0.005
     python examples/sine_wave.py --optimizer adam --lr 0.001 --no-plot
@@ -27,6 +30,7 @@ import numpy as np
 import rnnkit
 
 TARGET_RMSE = 0.005
+FORECAST_STEPS = 200
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -52,8 +56,10 @@ def make_data():
     return (X[:100], Y[:100]), (X[100:150], Y[100:150])
 
 
-def plot(path: str, Y_val: np.ndarray, predictions: np.ndarray, history: dict) -> bool:
-    """Save validation predictions vs truth and the loss curves; False without matplotlib."""
+def plot(path: str, Y_val: np.ndarray, predictions: np.ndarray, history: dict,
+         context: np.ndarray, forecast: np.ndarray, truth: np.ndarray) -> bool:
+    """Save validation predictions vs truth, the loss curves and the forecast next to the
+    truth in one PNG; False without matplotlib."""
     try:
         import matplotlib
     except ImportError:
@@ -61,17 +67,21 @@ def plot(path: str, Y_val: np.ndarray, predictions: np.ndarray, history: dict) -
     matplotlib.use("Agg")                                          # files only, no display
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    import rnnkit.plot
+
+    fig = plt.figure(figsize=(12, 8))
+    ax1, ax2 = fig.add_subplot(2, 2, 1), fig.add_subplot(2, 2, 2)
+    ax3 = fig.add_subplot(2, 1, 2)
     x = np.arange(200 - len(Y_val), 200)                           # the targets' x values
     ax1.plot(x, Y_val[:, 0], "g-", label="truth sin(x)")
     ax1.plot(x, predictions[:, 0], "r--", label="prediction")
     ax1.set(title="validation: next value from the 50 before", xlabel="x")
     ax1.legend()
-    epochs = np.arange(1, len(history["loss"]) + 1)
-    ax2.semilogy(epochs, history["loss"], label="training loss")
-    ax2.semilogy(epochs, history["val_loss"], label="validation loss")
-    ax2.set(title="loss (MSE)", xlabel="epoch")
-    ax2.legend()
+    rnnkit.plot.history({"training loss": history["loss"],
+                         "validation loss": history["val_loss"]}, ax=ax2)
+    rnnkit.plot.forecast(context, forecast, truth, ax=ax3, start=200 - len(context),
+                         title=f"{len(forecast)}-step forecast from the last "
+                               f"{len(context)} values, each prediction fed back as input")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -109,9 +119,16 @@ def main(argv=None) -> int:
     print(f"validation RMSE: {rmse:.6f}")
     print(f"training time: {elapsed:.3f} s ({args.backend} backend, validation not included)")
 
+    # Forecast x = 200..399 from the last 50 values, each prediction fed back as the next input.
+    context = np.sin(np.arange(150.0, 200.0))
+    forecast = model.forecast(context.reshape(1, 50), FORECAST_STEPS)[0, :, 0]
+    truth = np.sin(np.arange(200.0, 200.0 + FORECAST_STEPS))
+    forecast_rmse = float(np.sqrt(np.mean((forecast - truth) ** 2)))
+    print(f"forecast RMSE ({FORECAST_STEPS} steps): {forecast_rmse:.6f}")
+
     if not args.no_plot:
         path = os.path.abspath(args.plot)
-        if plot(path, Y_val, predictions, history):
+        if plot(path, Y_val, predictions, history, context, forecast, truth):
             print(f"plot saved to {path}")
         else:
             print("matplotlib is not installed: no plot (pip install matplotlib)")

@@ -1,7 +1,13 @@
 """Shared fixtures: every correctness test runs on both backends."""
 
-import numpy as np
-import pytest
+import os
+
+# scikit-learn's check_array_api_input (in check_estimator, tests/test_sklearn.py) runs only
+# when SciPy was imported with this set; it must be set before anything imports SciPy.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 BACKENDS = ["cpp", "reference"]
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import rnnkit
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -42,6 +44,7 @@ def test_sine_wave_reaches_target_rmse(tmp_path):
     rmse = number_after("validation RMSE", proc.stdout)
     assert rmse <= 0.005, proc.stdout
     number_after("training time", proc.stdout)
+    assert number_after(r"forecast RMSE \(200 steps\)", proc.stdout) < 0.05, proc.stdout
     assert list(tmp_path.iterdir()) == [], "--no-plot must not write files"
 
 
@@ -64,11 +67,17 @@ def test_pytorch_style_trains(tmp_path):
     assert list(tmp_path.iterdir()) == [], "--no-plot must not write files"
 
 
-def test_pytorch_style_plot_or_message(tmp_path):
-    """With plotting on, a PNG when matplotlib is installed, otherwise a message saying so."""
-    proc = run_example("pytorch_style.py", "--epochs", "5", cwd=tmp_path)
+@pytest.mark.parametrize("name, args, png_name", [
+    # one PNG: predictions, loss curves (rnnkit.plot.history), the 200-step forecast
+    ("sine_wave.py", ["--epochs", "3", "--plot", "out.png"], "out.png"),
+    ("pytorch_style.py", ["--epochs", "5"], "pytorch_style.png"),
+])
+def test_example_plot_or_message(tmp_path, name, args, png_name):
+    """With plotting on, a PNG and its path printed when matplotlib is installed, otherwise a
+    message saying so."""
+    proc = run_example(name, *args, cwd=tmp_path)
     assert proc.returncode == 0, explain(proc)
-    png = tmp_path / "pytorch_style.png"
+    png = tmp_path / png_name
     if "matplotlib is not installed" in proc.stdout:
         assert not png.exists()
     else:

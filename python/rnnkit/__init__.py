@@ -4,14 +4,16 @@ A C++ core (``rnnkit._core``) and a pure-NumPy reference (:mod:`rnnkit.reference
 the same functions; :class:`RNN` trains either with truncated BPTT, clipping, SGD or Adam.
 """
 
-from . import data, reference
+from . import callbacks, data, reference
 from ._faults import DivergenceError, ModelInUseError
+from .callbacks import EarlyStopping, History, ModelCheckpoint
 from .layout import param_count, param_layout, param_views
 from .model import RNN, get_num_threads, load, set_num_threads
 from .optimizers import SGD, Adam, Optimizer
 
 __version__ = "0.1.0"
 
-__all__ = ["RNN", "SGD", "Adam", "Optimizer", "load", "data", "reference", "param_layout",
-           "param_count", "param_views", "set_num_threads", "get_num_threads", "DivergenceError",
-           "ModelInUseError", "__version__"]
+__all__ = ["RNN", "SGD", "Adam", "Optimizer", "load", "History", "EarlyStopping",
+           "ModelCheckpoint", "DivergenceError", "ModelInUseError", "callbacks", "data",
+           "reference", "param_layout", "param_count", "param_views", "set_num_threads",
+           "get_num_threads", "__version__"]

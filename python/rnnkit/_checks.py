@@ -52,6 +52,7 @@ def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
 
 
 def check_dtype(value: Any) -> np.dtype:
+    dt: Optional[np.dtype[Any]]
     try:
         dt = np.dtype(value)
     except TypeError:

@@ -26,6 +26,11 @@ def backward(X: NDArray[np.floating], Y: NDArray[np.floating],
              bptt_truncate: Optional[int]) -> Tuple[float, NDArray[np.floating]]:
     """(loss, grad (P,)): the truncated gradient of the MSE loss, in the layout of params."""
 
+def forecast(X: NDArray[np.floating], h0: Optional[NDArray[np.floating]],
+             params: NDArray[np.floating], hidden_size: int, output_size: int, bias: bool,
+             activation: str, steps: int) -> NDArray[np.floating]:
+    """Autoregressive rollout from the context X (N, T, I), I == O: forecasts (N, steps, O)."""
+
 def clip(grad: NDArray[np.floating], clip_norm: Optional[float],
          clip_value: Optional[float]) -> float:
     """Clips grad in place (global norm, then value); returns the norm before clipping."""
@@ -48,10 +53,13 @@ def train_epoch(X: NDArray[np.floating], Y: NDArray[np.floating], params: NDArra
                 eps: float, momentum_buffer: Optional[NDArray[np.floating]],
                 exp_avg: Optional[NDArray[np.floating]],
                 exp_avg_sq: Optional[NDArray[np.floating]],
-                step: int, callback: Optional[Callable[[int], Optional[bool]]] = None
+                step: int, callback: Optional[Callable[[int], Optional[bool]]] = None,
+                losses_out: Optional[NDArray[np.float64]] = None
                 ) -> Tuple[NDArray[np.float64], int, str, Optional[BaseException]]:
     """One epoch in one call; returns (losses of the applied minibatches, step count after
-    them, "completed" | "nonfinite" | "stopped", the exception that stopped it or None)."""
+    them, "completed" | "nonfinite" | "stopped", the exception that stopped it or None).
+    ``losses_out`` (ceil(len(order) / batch_size),) float64, if given, receives each loss as
+    soon as it is known (readable inside the callback); the losses returned are a view of it."""
 
 def set_num_threads(n: int) -> None:
     """Use n threads (>= 1) in the C++ core; results do not depend on it."""

@@ -13,12 +13,12 @@ from __future__ import annotations
 import functools
 import signal
 import threading
-from typing import Any, Callable, Dict, List, Optional, TypeVar
+from typing import Any, Callable, Dict, List, Mapping, Optional, TypeVar
 
 __all__ = ["DivergenceError", "ModelInUseError", "InterruptGuard", "ModelLock", "reads_model",
            "writes_model"]
 
-History = Dict[str, List[float]]
+HistoryLike = Mapping[str, List[float]]   # a callbacks.History or a dict of lists
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -30,7 +30,7 @@ class DivergenceError(FloatingPointError):
     (None for ``train_step``); ``history`` holds the epochs completed before it."""
 
     def __init__(self, message: str, epoch: Optional[int] = None, batch: Optional[int] = None,
-                 history: Optional[History] = None):
+                 history: Optional[HistoryLike] = None):
         super().__init__(message)
         self.epoch = epoch
         self.batch = batch
@@ -72,8 +72,10 @@ class InterruptGuard:
             if current is signal.default_int_handler:
                 signal.signal(signal.SIGINT, self._record)
                 self._installed = True
-            elif isinstance(getattr(current, "__self__", None), InterruptGuard):
-                self._outer = current.__self__
+            else:
+                outer = getattr(current, "__self__", None)
+                if isinstance(outer, InterruptGuard):
+                    self._outer = outer
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:

@@ -6,11 +6,12 @@ import json
 import os
 import tempfile
 import warnings
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import reference
+from .callbacks import CallbackLike, History, TrainingRun
 from ._checks import (as_real_array, check_choice, check_dtype, check_int, check_optional_int,
                       check_optional_positive, check_shape)
 from ._faults import DivergenceError, InterruptGuard, ModelLock, reads_model, writes_model
@@ -75,7 +76,7 @@ def _truncation(bptt_truncate: Any, T: int) -> Optional[int]:
 
 def _stop_training(status: str, error: Optional[BaseException], guard: InterruptGuard,
                    on_nonfinite: str, epoch: int, batches_done: int, n_batches: int,
-                   history: Dict[str, List[float]]) -> None:
+                   history: Mapping[str, List[float]]) -> None:
     """Why a backend epoch (1-based ``epoch``) ended early, as the exception fit raises, with
     ``history`` (the completed epochs) attached. Returns only for on_nonfinite="stop"."""
     where = (f"after epoch {epoch}" if batches_done == n_batches else
@@ -139,8 +140,9 @@ class RNN:
         self._backend = _backend_module(backend)
         self._rng = np.random.default_rng(self.seed)
         self.optimizer: Optional[Optimizer] = None
-        self.history: Dict[str, List[float]] = {"loss": [], "val_loss": []}   # of the last fit
+        self.history: Union[History, Dict[str, List[float]]] = {"loss": [], "val_loss": []}
         self._lock = ModelLock()
+        self.stop_training = False      # a callback sets it to end fit after the current epoch
 
         self._params = _allocate_params(self.get_config())
         bound = 1.0 / np.sqrt(self.hidden_size)
@@ -155,6 +157,20 @@ class RNN:
     def _spec(self) -> Dict[str, Any]:
         return dict(hidden_size=self.hidden_size, output_size=self.output_size, bias=self.bias,
                     activation=self.activation)
+
+    def __getstate__(self) -> Dict[str, Any]:
+        """Pickle support (joblib ships models to worker processes this way): everything but
+        the backend module, which is looked up again by name when unpickled. Weights,
+        optimizer state and the generator's state round-trip exactly."""
+        state = self.__dict__.copy()
+        del state["_backend"]
+        del state["_lock"]              # a fresh, free lock comes with the copy
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._backend = _backend_module(self.backend)
+        self._lock = ModelLock()
 
     def get_config(self) -> Dict[str, Any]:
         """The constructor arguments, as a JSON-friendly dict."""
@@ -200,35 +216,35 @@ class RNN:
 
     # ------------------------------------------------------------------ input checks
     def _check_x(self, X: Any, name: str = "X") -> np.ndarray:
-        X = as_real_array(X, name, self.dtype)
-        if X.ndim == 2 and self.input_size == 1:
-            X = X[:, :, None]
-        check_shape(X, name, ("N", "T", self.input_size))
-        if X.shape[0] == 0 or X.shape[1] == 0:
+        arr = as_real_array(X, name, self.dtype)
+        if arr.ndim == 2 and self.input_size == 1:
+            arr = arr[:, :, None]
+        check_shape(arr, name, ("N", "T", self.input_size))
+        if arr.shape[0] == 0 or arr.shape[1] == 0:
             raise ValueError(f"{name} must have at least one sequence and one step, "
-                             f"got shape {X.shape}")
-        return X
+                             f"got shape {arr.shape}")
+        return arr
 
     def _check_y(self, Y: Any, X: np.ndarray, name: str = "Y") -> np.ndarray:
-        Y = as_real_array(Y, name, self.dtype)
+        arr = as_real_array(Y, name, self.dtype)
         N, T = X.shape[:2]
         O = self.output_size
         if self.return_sequences:
-            if Y.ndim == 2 and O == 1 and Y.shape == (N, T):
-                Y = Y[:, :, None]
-            check_shape(Y, name, (N, T, O))
+            if arr.ndim == 2 and O == 1 and arr.shape == (N, T):
+                arr = arr[:, :, None]
+            check_shape(arr, name, (N, T, O))
         else:
-            if Y.ndim == 1 and O == 1:
-                Y = Y[:, None]
-            check_shape(Y, name, (N, O))
-        return Y
+            if arr.ndim == 1 and O == 1:
+                arr = arr[:, None]
+            check_shape(arr, name, (N, O))
+        return arr
 
     def _check_h0(self, h0: Any, N: int) -> Optional[np.ndarray]:
         if h0 is None:
             return None
-        h0 = as_real_array(h0, "h0", self.dtype)
-        check_shape(h0, "h0", (N, self.hidden_size))
-        return h0
+        arr = as_real_array(h0, "h0", self.dtype)
+        check_shape(arr, "h0", (N, self.hidden_size))
+        return arr
 
     # ------------------------------------------------------------------ inference
     @reads_model
@@ -245,6 +261,28 @@ class RNN:
     def predict(self, X: Any, h0: Any = None) -> np.ndarray:
         """The outputs for X: (N, O), or (N, T, O) with ``return_sequences``."""
         return self.forward(X, h0)[0]
+
+    def forecast(self, context: Any, steps: int, h0: Any = None) -> np.ndarray:
+        """Autoregressive rollout: predict ``steps`` values past the end of ``context``,
+        feeding each prediction back as the next input (so ``input_size == output_size``).
+
+        ``context`` is (N, T, I) (or (N, T) when I == 1), run from ``h0`` (zeros when None).
+        Returns (N, steps, O): ``[:, 0]`` is the output after the context's last step (what
+        :meth:`predict` gives for a many-to-one model), ``[:, s]`` the output after feeding
+        ``[:, s - 1]`` back in. The whole rollout runs in one backend call, and equals, bit for
+        bit, a loop of :meth:`forward` calls carrying the state.
+        """
+        if self.input_size != self.output_size:
+            raise ValueError(
+                "forecast feeds each prediction back as the next input, so it needs "
+                f"input_size == output_size, got input_size={self.input_size} and "
+                f"output_size={self.output_size}")
+        steps = check_int(steps, "steps", 1)
+        X = self._check_x(context, "context")
+        h0 = self._check_h0(h0, X.shape[0])
+        forecasts: np.ndarray = self._backend.forecast(X, h0, self._params, **self._spec(),
+                                                       steps=steps)
+        return forecasts
 
     @reads_model
     def loss(self, X: Any, Y: Any, h0: Any = None) -> float:
@@ -318,7 +356,8 @@ class RNN:
             optimizer: Optional[Optimizer] = None, bptt_truncate: Optional[int] = None,
             clip_norm: Optional[float] = None, clip_value: Optional[float] = None,
             validation_data: Optional[Tuple[Any, Any]] = None, shuffle: bool = True,
-            verbose: int = 0, on_nonfinite: str = "raise") -> Dict[str, List[float]]:
+            verbose: int = 0, callbacks: Optional[Sequence[CallbackLike]] = None,
+            on_nonfinite: str = "raise") -> History:
         """Train for ``epochs`` epochs of minibatch updates; returns the history.
 
         Each epoch shuffles the records (``shuffle=True``, with the model's generator), then for
@@ -327,10 +366,19 @@ class RNN:
         ``clip_value``), update with ``optimizer`` (kept on the model with its state; Adam() the
         first time none is given). The whole epoch runs in one backend call.
 
-        Returns ``{"loss": [...], "val_loss": [...]}``: per epoch, the mean of the minibatch
-        losses weighted by batch size, and the loss on ``validation_data`` after the epoch
-        (an empty list without validation data). The same dict is ``model.history``, kept up to
-        date while training, so it survives an error.
+        ``verbose``: 0 silent; 1 a progress bar over each epoch's minibatches with the running
+        loss, then the epoch's loss, val_loss and time (tqdm when installed, else one line per
+        epoch); 2 one line per epoch. ``callbacks``: a list of :mod:`rnnkit.callbacks` objects
+        (``EarlyStopping``, ``ModelCheckpoint``, ...) or callables ``f(epoch, logs)`` run after
+        each epoch (0-based epoch; logs {"loss", "val_loss"}); setting ``model.stop_training``
+        (or a callable returning False) ends training after that epoch.
+
+        Returns a :class:`~rnnkit.callbacks.History` whose ``history`` is
+        ``{"loss": [...], "val_loss": [...]}``: per epoch, the mean of the minibatch losses
+        weighted by batch size, and the loss on ``validation_data`` after the epoch (an empty
+        list without validation data). It reads as that dict too (``hist["loss"]``).
+        The same History is ``model.history``, kept up to date while training, so it survives
+        an error.
 
         When a minibatch's loss or gradient is NaN or Inf its update is not applied and
         training stops: ``on_nonfinite="raise"`` (default) raises :class:`DivergenceError`
@@ -354,36 +402,44 @@ class RNN:
             Y_val = self._check_y(validation_data[1], X_val, "validation_data[1]")
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
-        verbose = check_int(verbose, "verbose", 0)
         check_choice(on_nonfinite, "on_nonfinite", ("raise", "stop"))
-        opt = self._use_optimizer(optimizer)
-
         N = X.shape[0]
         batch_sizes = np.diff(np.append(np.arange(0, N, batch_size), N))
-        history: Dict[str, List[float]] = {"loss": [], "val_loss": []}
+        run = TrainingRun(self, callbacks, verbose, epochs, batch_sizes,
+                          validation_data is not None)
+        opt = self._use_optimizer(optimizer)
+        history = run.history
         self.history = history
+        run.train_begin()
         with InterruptGuard() as guard:     # Ctrl-C is honoured between updates (see below)
             for epoch in range(epochs):
                 order = self._rng.permutation(N) if shuffle else np.arange(N)
+                losses_out = np.empty(len(batch_sizes))
+                run.epoch_begin(epoch, losses_out)
+                progress = run.batch_progress()
+
+                def keep_going(done: int, progress: Any = progress) -> bool:
+                    return guard.keep_going(done) and (progress is None or
+                                                       progress(done) is not False)
+
                 losses, opt.step_count, status, error = self._backend.train_epoch(
                     X, Y, self._params, order, batch_size, **self._spec(), bptt_truncate=k,
                     clip_norm=clip_norm, clip_value=clip_value, **opt.epoch_args(),
-                    callback=guard.keep_going)
+                    callback=keep_going, losses_out=losses_out)
                 if status != "completed":
                     _stop_training(status, error, guard, on_nonfinite, epoch + 1,
                                    len(losses), len(batch_sizes), history)
                     break                   # on_nonfinite="stop"
-                history["loss"].append(float(np.dot(losses, batch_sizes) / N))
-                line = f"epoch {epoch + 1}/{epochs} - loss: {history['loss'][-1]:.6g}"
+                logs = {"loss": float(np.dot(losses, batch_sizes) / N)}
                 if validation_data is not None:
-                    history["val_loss"].append(self.loss(X_val, Y_val))
-                    line += f" - val_loss: {history['val_loss'][-1]:.6g}"
-                if verbose:
-                    print(line, flush=True)
-                if guard.requested:         # Ctrl-C during the validation loss or the print
+                    logs["val_loss"] = self.loss(X_val, Y_val)
+                stop = run.epoch_end(logs)
+                if guard.requested:         # Ctrl-C during the validation loss or a callback
                     _stop_training("stopped", None, guard, on_nonfinite, epoch + 1,
                                    len(batch_sizes), len(batch_sizes), history)
-        return history
+                if stop:
+                    break
+        return run.train_end()
 
     # ------------------------------------------------------------------ persistence
     @reads_model
@@ -391,7 +447,7 @@ class RNN:
         """Write the configuration, weights, optimizer (with its state) and the random
         generator's state to an ``.npz`` file, so that training resumes exactly after
         :func:`rnnkit.load`. The file is written to a temporary name and renamed into place."""
-        arrays: Dict[str, np.ndarray] = {
+        arrays: Dict[str, Any] = {
             "format_version": np.array(FORMAT_VERSION),
             "config": np.array(json.dumps(self.get_config())),
             "params": self._params,

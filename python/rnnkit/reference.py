@@ -24,14 +24,14 @@ Indices in code are 0-based: step t of the docstrings is ``[:, t - 1]``.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
 from ._faults import InterruptGuard
 from .layout import param_count, param_views
 
-__all__ = ["forward", "backward", "clip", "sgd_step", "adam_step", "train_epoch",
+__all__ = ["forward", "backward", "forecast", "clip", "sgd_step", "adam_step", "train_epoch",
            "activate", "activation_derivative"]
 
 ACTIVATIONS = ("tanh", "sigmoid", "relu")
@@ -39,22 +39,28 @@ ACTIVATIONS = ("tanh", "sigmoid", "relu")
 
 def activate(a: np.ndarray, activation: str) -> np.ndarray:
     """h = f(a) for f in tanh, sigmoid, relu. The sigmoid is written so it never overflows."""
+    h: np.ndarray
     if activation == "tanh":
-        return np.tanh(a)
-    if activation == "sigmoid":
+        h = np.tanh(a)
+    elif activation == "sigmoid":
         e = np.exp(-np.abs(a))                      # in (0, 1]: no overflow for any a
-        return np.where(a >= 0, 1 / (1 + e), e / (1 + e))
-    if activation == "relu":
-        return np.maximum(a, 0)
-    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        h = np.where(a >= 0, 1 / (1 + e), e / (1 + e))
+    elif activation == "relu":
+        h = np.maximum(a, 0)
+    else:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    return h
 
 
 def activation_derivative(h: np.ndarray, activation: str) -> np.ndarray:
     """f'(a_t) written in terms of h_t = f(a_t): tanh 1 - h², sigmoid h (1 - h), relu [h > 0]."""
+    d: np.ndarray
     if activation == "tanh":
-        return 1 - h * h
+        d = 1 - h * h
+        return d
     if activation == "sigmoid":
-        return h * (1 - h)
+        d = h * (1 - h)
+        return d
     if activation == "relu":
         return (h > 0).astype(h.dtype)
     raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
@@ -86,6 +92,32 @@ def forward(X: np.ndarray, h0: Optional[np.ndarray], params: np.ndarray, hidden_
     if bias:
         outputs = outputs + p["c"]                        #     + c
     return outputs, hidden_states, hidden_states[:, -1].copy()
+
+
+def forecast(X: np.ndarray, h0: Optional[np.ndarray], params: np.ndarray, hidden_size: int,
+             output_size: int, bias: bool, activation: str, steps: int) -> np.ndarray:
+    """Autoregressive rollout from a context window, for a model with I == O.
+
+    Run the context ``X`` (N, T, I) from ``h0``; y_T is the first forecast; then, ``steps - 1``
+    times, feed the latest forecast back as the next input (x_{t+1} = y_t) and step the
+    recurrence once from the state it left. Returns forecasts (N, steps, O): ``[:, s]`` is the
+    prediction s + 1 steps after the context's end.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps}")
+    N, T, I = X.shape
+    if I != output_size:
+        raise ValueError("forecast feeds each prediction back as the next input, so X must "
+                         f"have output_size = {output_size} features per step, got X of "
+                         f"shape {X.shape}")
+    forecasts = np.empty((N, steps, output_size), dtype=params.dtype)
+    y, _, h = forward(X, h0, params, hidden_size, output_size, bias, activation, False)
+    forecasts[:, 0] = y
+    for s in range(1, steps):
+        y, _, h = forward(y[:, None, :], h, params, hidden_size, output_size, bias, activation,
+                          False)                          # x_{t+1} = y_t, from h_t
+        forecasts[:, s] = y
+    return forecasts
 
 
 def backward(X: np.ndarray, Y: np.ndarray, h0: Optional[np.ndarray], params: np.ndarray,
@@ -188,6 +220,9 @@ def sgd_step(params: np.ndarray, grad: np.ndarray, momentum_buffer: Optional[np.
     """
     d = grad + weight_decay * params if weight_decay != 0 else grad
     if momentum != 0:
+        if momentum_buffer is None:
+            raise ValueError(f"momentum_buffer must be an array of shape ({params.size},) "
+                             "when momentum != 0, got None")
         momentum_buffer *= momentum
         momentum_buffer += d
         d = momentum_buffer
@@ -219,7 +254,8 @@ def train_epoch(X: np.ndarray, Y: np.ndarray, params: np.ndarray, order: np.ndar
                 weight_decay: float, beta1: float, beta2: float, eps: float,
                 momentum_buffer: Optional[np.ndarray], exp_avg: Optional[np.ndarray],
                 exp_avg_sq: Optional[np.ndarray], step: int,
-                callback: Optional[Callable[[int], Optional[bool]]] = None
+                callback: Optional[Callable[[int], Optional[bool]]] = None,
+                losses_out: Optional[np.ndarray] = None
                 ) -> Tuple[np.ndarray, int, str, Optional[BaseException]]:
     """One epoch: minibatches of ``batch_size`` records taken in ``order``, each from h0 = 0:
     forward, loss, truncated gradient, clip, update (``optimizer`` "sgd" or "adam").
@@ -234,8 +270,19 @@ def train_epoch(X: np.ndarray, Y: np.ndarray, params: np.ndarray, order: np.ndar
     "completed"; "nonfinite" when the next minibatch's loss or gradient was NaN or Inf (its
     update is not applied); "stopped" when the callback returned False or raised, the exception
     then being ``error`` (else None).
+
+    ``losses_out``, if given, is a float64 buffer of ``ceil(len(order) / batch_size)`` that
+    receives each minibatch's loss as soon as it is known (a progress display reads the running
+    loss from it inside the callback); the returned losses are then a view of it.
     """
-    losses = []
+    n_batches = -(-len(order) // batch_size)
+    if losses_out is not None and (not isinstance(losses_out, np.ndarray) or
+                                   losses_out.dtype != np.float64 or
+                                   losses_out.shape != (n_batches,)):
+        raise ValueError(f"losses_out must be None or a float64 array of shape ({n_batches},), "
+                         f"got {losses_out!r:.80}")
+    buffer = np.empty(n_batches) if losses_out is None else losses_out
+    losses: List[float] = []
     # Ctrl-C is recorded and honoured between minibatches, as the C++ loop does: an update
     # (params, optimizer state, step) is never half applied.
     with InterruptGuard() as guard:
@@ -249,20 +296,24 @@ def train_epoch(X: np.ndarray, Y: np.ndarray, params: np.ndarray, order: np.ndar
                                       output_size, bias, activation, bptt_truncate)
                 norm = clip(grad, clip_norm, clip_value)
             if not (np.isfinite(loss) and np.isfinite(norm)):
-                return np.array(losses), step, "nonfinite", None
+                return buffer[:len(losses)], step, "nonfinite", None
             step += 1
             if optimizer == "sgd":
                 sgd_step(params, grad, momentum_buffer, lr, momentum, weight_decay)
             else:
+                if exp_avg is None or exp_avg_sq is None:
+                    raise ValueError("exp_avg and exp_avg_sq must be arrays of shape "
+                                     f"({params.size},) for optimizer='adam', got None")
                 adam_step(params, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
                           weight_decay)
             losses.append(loss)
+            buffer[len(losses) - 1] = loss
             if guard.requested:
-                return np.array(losses), step, "stopped", KeyboardInterrupt()
+                return buffer[:len(losses)], step, "stopped", KeyboardInterrupt()
             if callback is not None:
                 try:
                     if callback(len(losses)) is False:
-                        return np.array(losses), step, "stopped", None
+                        return buffer[:len(losses)], step, "stopped", None
                 except Exception as exc:  # noqa: BLE001 - handed back to the caller, as in C++
-                    return np.array(losses), step, "stopped", exc
-    return np.array(losses), step, "completed", None
+                    return buffer[:len(losses)], step, "stopped", exc
+    return buffer[:len(losses)], step, "completed", None
