@@ -54,3 +54,9 @@ def _set_kernel_variant(variant: str) -> None:
 
 def _kernel_variant() -> str:
     """The matrix-vector loops in use: 'plain' or 'blocked'."""
+
+def _fma_peak_gflops(dtype: str, seconds: float, threads: int = 1) -> float:
+    """Benchmark aid: the measured FMA peak (GFLOP/s) of `threads` threads, "float32"/"float64"."""
+
+def _fma_peak_isa() -> str:
+    """Benchmark aid: the unit the FMA peak loop runs on: "avx512f", "avx2+fma" or "scalar"."""
