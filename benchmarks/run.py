@@ -45,8 +45,11 @@ from worker import PREFIX  # noqa: E402
 
 # timed epochs after the warm-up: (full, quick)
 DEFAULT_EPOCHS = {"W1": (20, 5), "W2": (7, 2), "W3": (3, 1)}
-# the reference (a Python loop) gets at most this many seconds of timed epochs (at least one)
-REFERENCE_BUDGET = {False: 15.0, True: 3.0}
+# seconds of timed epochs each implementation gets per workload and thread count: (full, quick);
+# the reference (a Python loop) gets less. An implementation whose first epoch already takes
+# longer than its budget is timed by that first epoch alone.
+BUDGET = (40.0, 6.0)
+REFERENCE_BUDGET = (15.0, 3.0)
 
 
 def import_core():
@@ -124,8 +127,8 @@ def rel_diff(a: Dict[str, float], b: Dict[str, float]) -> float:
     return max(abs(a[k] - b[k]) / max(abs(b[k]), 1e-300) for k in b)
 
 
-def run_session(name: str, threads: int, impl_names: List[str], epochs: int, quick: bool,
-                tiny: bool) -> dict:
+def run_session(name: str, threads: int, impl_names: List[str], epochs: int, budget: float,
+                quick: bool, tiny: bool) -> dict:
     """One workload at one thread count: warm-up/check epoch, then interleaved timed epochs."""
     w = workloads.get_workload(name, tiny=tiny)
     out = {"workload": name, "threads": threads, "flops": w.flops_per_epoch(),
@@ -154,7 +157,8 @@ def run_session(name: str, threads: int, impl_names: List[str], epochs: int, qui
         for impl, wk in workers.items():
             msg = wk.epoch()
             r = out["impls"][impl]
-            r["first_seconds"], r["losses"] = msg["seconds"], msg["losses"]
+            r["first_seconds"], r["first_cpu"] = msg["seconds"], msg["cpu_seconds"]
+            r["losses"] = msg["losses"]
             log(f"  {name} {threads}t {impl:9s} first epoch {msg['seconds']:.4f} s  "
                 f"losses {msg['losses']}")
         base = "rnnkit" if "rnnkit" in out["impls"] else next(iter(out["impls"]), None)
@@ -167,16 +171,23 @@ def run_session(name: str, threads: int, impl_names: List[str], epochs: int, qui
                     f"by a relative {r['rel_diff']:.2e} > {w.tolerance:g}: {r['losses']} vs "
                     f"{out['impls'][base]['losses']}")
                 log("MISMATCH: " + out["errors"][-1])
-        # how many timed epochs each gets
-        counts = {impl: epochs for impl in workers}
-        if "reference" in workers:
-            first = out["impls"]["reference"]["first_seconds"]
-            budget = REFERENCE_BUDGET[quick]
-            counts["reference"] = max(1, min(epochs, int(budget // max(first, 1e-9))))
-            if counts["reference"] < epochs:
+        # how many timed epochs each gets: as many as asked, within its time budget
+        counts = {}
+        for impl in workers:
+            r = out["impls"][impl]
+            first = r["first_seconds"]
+            limit = min(budget, REFERENCE_BUDGET[quick]) if impl == "reference" else budget
+            counts[impl] = min(epochs, int(limit // max(first, 1e-9)))
+            if counts[impl] == 0:                       # too slow: its first epoch is the time
+                r["times"], r["cpu"], r["first_only"] = [first], [r["first_cpu"]], True
                 out["notes"].append(
-                    f"{name}: the reference ran {counts['reference']} timed epoch(s), not "
-                    f"{epochs} (an epoch takes {first:.2f} s; its budget is {budget:g} s)")
+                    f"{name}, {threads} thread(s): {impls.LABELS[impl]} timed by its first epoch "
+                    f"only ({first:.2f} s, over its budget of {limit:g} s); marked *")
+            elif counts[impl] < epochs:
+                out["notes"].append(
+                    f"{name}, {threads} thread(s): {impls.LABELS[impl]} ran {counts[impl]} timed "
+                    f"epochs, not {epochs} (an epoch takes {first:.2f} s; budget {limit:g} s)")
+        epochs = max(counts.values(), default=0)
         order = list(workers)
         for rep in range(epochs):
             shift = rep % len(order)
@@ -187,7 +198,8 @@ def run_session(name: str, threads: int, impl_names: List[str], epochs: int, qui
                     r["times"].append(msg["seconds"])
                     r["cpu"].append(msg["cpu_seconds"])
             log(f"  {name} {threads}t rep {rep + 1}/{epochs}: " + "  ".join(
-                f"{impl} {out['impls'][impl]['times'][-1]:.4f}" for impl in order))
+                f"{impl} {out['impls'][impl]['times'][-1]:.4f}" for impl in order
+                if out["impls"][impl]["times"]))
     finally:
         for wk in workers.values():
             wk.close()
@@ -348,7 +360,7 @@ def report(args, sessions: List[dict], peaks, processes: List[dict], started: fl
             lines.append(
                 f"| {s['workload']} {s['dtype']} | {s['threads']} | {impls.LABELS[impl]} | "
                 f"{fmt_s(r['median'])} | {fmt_s(r['min'])} | {fmt_s(r['max'])} | "
-                f"{len(r['times'])} | {ratio} | {r['gflops']:.2f} | {frac} | "
+                f"{len(r['times'])}{'*' if r.get('first_only') else ''} | {ratio} | {r['gflops']:.2f} | {frac} | "
                 f"{r['cpu_per_wall']:.2f} | {r['rel_diff']:.1e} |")
     lines.append("")
     lines.append("FMA peak (GFLOP/s, best of the runs): " + "; ".join(
@@ -415,6 +427,10 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=None,
                    help="timed epochs after the warm-up, for every workload "
                         "(default W1 20, W2 7, W3 3; --quick: 5, 2, 1)")
+    p.add_argument("--budget", type=float, default=None,
+                   help="seconds of timed epochs per implementation, workload and thread count "
+                        f"(default {BUDGET[0]:g}, --quick {BUDGET[1]:g}; the reference at most "
+                        f"{REFERENCE_BUDGET[0]:g} / {REFERENCE_BUDGET[1]:g})")
     p.add_argument("--impls", default=",".join(impls.IMPLS),
                    help="comma-separated subset of " + ",".join(impls.IMPLS))
     p.add_argument("--no-process", action="store_true",
@@ -446,7 +462,8 @@ def main(argv=None) -> int:
         epochs = args.epochs if args.epochs is not None else DEFAULT_EPOCHS[name][args.quick]
         for n in thread_counts:
             log(f"{workloads.get_workload(name, tiny=args.tiny).describe()}; {n} thread(s)")
-            s = run_session(name, n, impl_names, epochs, args.quick, args.tiny)
+            budget = args.budget if args.budget is not None else BUDGET[args.quick]
+            s = run_session(name, n, impl_names, epochs, budget, args.quick, args.tiny)
             summarize(s, peaks)
             sessions.append(s)
     for name in names:                                    # rnnkit: same result at any threads

@@ -2,10 +2,14 @@
 // "% of FMA peak" column. Independent FMA chains kept in registers (12 accumulators: more than
 // FMA latency x FMA ports on current x86 cores), the widest vector unit this CPU has chosen at
 // run time: AVX-512F, else AVX2+FMA, else scalar. Each of `threads` threads runs the loop for
-// `seconds`; the result is the sum of their rates. Nothing here is used by training.
+// `seconds` of its own CPU time and its rate is flops / that CPU time, so that other processes
+// competing for the cores do not lower the peak (use at most one thread per core: the rates of
+// threads that never run at the same time would add up to more than the machine can do).
+// The result is the sum of the threads' rates. Nothing here is used by training.
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <ctime>
 #include <thread>
 #include <vector>
 
@@ -122,18 +126,32 @@ double run(FmaIsa isa, int64_t rounds, volatile Real* sink) {
     return run_scalar<Real>(rounds, sink);
 }
 
-// One thread's rate in flop/s: repeat the loop until `seconds` have passed.
+// The calling thread's CPU time in seconds (wall time where there is no such clock).
+double thread_seconds() {
+#if defined(CLOCK_THREAD_CPUTIME_ID)
+    timespec ts{};
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0)
+        return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+#endif
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+// One thread's rate in flop/s: repeat the loop until it has run `seconds` of CPU time (or,
+// on a machine too busy to give it that, 20 x `seconds` of wall time have passed).
 template <typename Real>
 double one_thread(FmaIsa isa, double seconds) {
     using clock = std::chrono::steady_clock;
     volatile Real sink = 0;
     run<Real>(isa, kInner, &sink);                       // warm up (and let the clock rise)
-    const auto start = clock::now();
+    const auto wall_start = clock::now();
+    const double start = thread_seconds();
     double flops = 0, elapsed = 0;
     do {
         flops += run<Real>(isa, kInner, &sink);
-        elapsed = std::chrono::duration<double>(clock::now() - start).count();
-    } while (elapsed < seconds);
+        elapsed = thread_seconds() - start;
+    } while (elapsed < seconds &&
+             std::chrono::duration<double>(clock::now() - wall_start).count() < 20 * seconds);
     return flops / elapsed;
 }
 
