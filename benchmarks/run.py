@@ -191,15 +191,16 @@ def run_session(name: str, threads: int, impl_names: List[str], epochs: int, bud
         order = list(workers)
         for rep in range(epochs):
             shift = rep % len(order)
+            ran = {}
             for impl in order[shift:] + order[:shift]:
                 r = out["impls"][impl]
                 if len(r["times"]) < counts[impl]:
                     msg = workers[impl].epoch()
                     r["times"].append(msg["seconds"])
                     r["cpu"].append(msg["cpu_seconds"])
+                    ran[impl] = msg["seconds"]
             log(f"  {name} {threads}t rep {rep + 1}/{epochs}: " + "  ".join(
-                f"{impl} {out['impls'][impl]['times'][-1]:.4f}" for impl in order
-                if out["impls"][impl]["times"]))
+                f"{impl} {ran[impl]:.4f}" for impl in order if impl in ran))
     finally:
         for wk in workers.values():
             wk.close()
