@@ -140,22 +140,31 @@ def run_session(name: str, threads: int, impl_names: List[str], epochs: int, bud
             out["notes"].append(f"{impls.LABELS[impl]} skipped: {why}")
             continue
         workers[impl] = Worker(impl, name, threads, tiny)
+
+    def fail(impl: str, exc: Exception) -> None:             # report a failed worker, go on
+        out["errors"].append(f"{name} {threads} threads: {exc}")
+        log("FAILED: " + out["errors"][-1])
+        workers.pop(impl).close()
+        out["impls"].pop(impl, None)
+
     try:
         for impl, wk in list(workers.items()):
             try:
                 ready = wk.receive()
             except RuntimeError as exc:
-                out["errors"].append(str(exc))
-                wk.close()
-                del workers[impl]
+                fail(impl, exc)
                 continue
             out["impls"][impl] = {"setup_seconds": ready["setup_seconds"],
                                   "compile_seconds": ready["compile_seconds"], "times": [],
                                   "cpu": []}
             out["notes"] += [n for n in ready["notes"] if n not in out["notes"]]
         # first epoch: warm-up and the agreement check
-        for impl, wk in workers.items():
-            msg = wk.epoch()
+        for impl, wk in list(workers.items()):
+            try:
+                msg = wk.epoch()
+            except RuntimeError as exc:
+                fail(impl, exc)
+                continue
             r = out["impls"][impl]
             r["first_seconds"], r["first_cpu"] = msg["seconds"], msg["cpu_seconds"]
             r["losses"] = msg["losses"]
@@ -193,9 +202,13 @@ def run_session(name: str, threads: int, impl_names: List[str], epochs: int, bud
             shift = rep % len(order)
             ran = {}
             for impl in order[shift:] + order[:shift]:
-                r = out["impls"][impl]
-                if len(r["times"]) < counts[impl]:
-                    msg = workers[impl].epoch()
+                r = out["impls"].get(impl)
+                if r is not None and len(r["times"]) < counts[impl]:
+                    try:
+                        msg = workers[impl].epoch()
+                    except RuntimeError as exc:
+                        fail(impl, exc)
+                        continue
                     r["times"].append(msg["seconds"])
                     r["cpu"].append(msg["cpu_seconds"])
                     ran[impl] = msg["seconds"]
