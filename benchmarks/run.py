@@ -195,7 +195,7 @@ def run_session(name: str, threads: int, impl_names: List[str], epochs: int, bud
             elif counts[impl] < epochs:
                 out["notes"].append(
                     f"{name}, {threads} thread(s): {impls.LABELS[impl]} ran {counts[impl]} timed "
-                    f"epochs, not {epochs} (an epoch takes {first:.2f} s; budget {limit:g} s)")
+                    f"epoch(s), not {epochs} (an epoch takes {first:.2f} s; budget {limit:g} s)")
         epochs = max(counts.values(), default=0)
         order = list(workers)
         for rep in range(epochs):
