@@ -225,6 +225,26 @@ auto dispatch(const py::handle& params, Fn&& fn) {
                          type_of(params));
 }
 
+// The FMA peak microbenchmark, for benchmarks/run.py (private).
+double fma_peak_gflops(const std::string& dtype, double seconds, int threads) {
+    if (dtype != "float32" && dtype != "float64")
+        throw py::value_error("dtype must be 'float32' or 'float64', got '" + dtype + "'");
+    if (!(seconds > 0 && seconds <= 60))
+        throw py::value_error("seconds must be in (0, 60], got " + std::to_string(seconds));
+    if (threads < 1)
+        throw py::value_error("threads must be >= 1, got " + std::to_string(threads));
+    py::gil_scoped_release release;  // safe: plain numbers in, no Python object touched
+    return rnnkit::fma_peak_gflops(dtype == "float64", seconds, threads);
+}
+
+std::string fma_peak_isa() {
+    switch (rnnkit::fma_peak_isa()) {
+        case rnnkit::FmaIsa::Avx512: return "avx512f";
+        case rnnkit::FmaIsa::Avx2: return "avx2+fma";
+        default: return "scalar";
+    }
+}
+
 // --------------------------------------------------------------------------- functions
 
 py::tuple forward(const py::object& X_, const py::object& h0_, const py::object& params_,
@@ -571,6 +591,10 @@ void set_num_threads(int64_t n) {
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "rnnkit's C++ core: the functions of rnnkit.reference, compiled (private API).";
+    m.def("_fma_peak_gflops", &fma_peak_gflops, py::arg("dtype"), py::arg("seconds"),
+          py::arg("threads") = 1,
+          "Benchmark aid: the measured FMA peak in GFLOP/s of `threads` threads together.");
+    m.def("_fma_peak_isa", &fma_peak_isa, "Benchmark aid: the FMA unit the peak loop uses.");
     m.def("forward", &forward, py::arg("X"), py::arg("h0"), py::arg("params"),
           py::arg("hidden_size"), py::arg("output_size"), py::arg("bias"), py::arg("activation"),
           py::arg("return_sequences"),

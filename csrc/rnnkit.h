@@ -24,6 +24,14 @@ namespace rnnkit {
 
 enum class Activation { Tanh, Sigmoid, Relu };
 
+// The machine's FMA peak, measured (fma_peak.cpp; for benchmarks, not used by training):
+// `threads` threads each run independent FMA chains of the widest unit found at run time for
+// `seconds` of their own CPU time; returns the sum of their rates in GFLOP/s (2 flops per FMA
+// lane). Meaningful for threads <= cores.
+enum class FmaIsa { Scalar, Avx2, Avx512 };
+FmaIsa fma_peak_isa();
+double fma_peak_gflops(bool double_precision, double seconds, int threads);
+
 // Scalars in the flat parameter buffer: H*I + H*H + O*H (+ H + O with biases).
 int64_t param_count(int64_t I, int64_t H, int64_t O, bool bias);
 

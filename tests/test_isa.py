@@ -1,6 +1,7 @@
 """The compiled core runs on any x86-64: tools/check_baseline_isa.py finds AVX instructions only
-inside the target clones of csrc/gemv.cpp (checked on the editable build tree when there is one;
-CI checks the wheel's build), and the checker itself catches a violation."""
+inside the per-level (avx2_*/avx512_*) functions of csrc/gemm.cpp, csrc/activations.cpp and
+csrc/fma_peak.cpp (checked on the editable build tree when there is one; CI checks the wheel's
+build), and the checker itself catches a violation."""
 
 import platform
 import shutil

@@ -70,25 +70,25 @@ def avx_by_function(path: str) -> Dict[str, int]:
 
 
 def check(build_dir: str, core_so: str) -> Tuple[List[str], int, int]:
-    """Returns (violations, AVX instructions in clones, AVX instructions in the extension)."""
+    """Returns (violations, AVX instructions in per-level functions, those in the extension)."""
     objects = sorted(glob.glob(os.path.join(build_dir, "CMakeFiles", "**", "*.o"),
                                recursive=True))
     if not objects:
         raise FileNotFoundError(f"no object files under {build_dir}/CMakeFiles")
     violations: List[str] = []
-    in_clones = 0
+    in_levels = 0
     for obj in objects:
         for func, n in avx_by_function(obj).items():
             if is_level_function(func):
-                in_clones += n
+                in_levels += n
             else:
                 violations.append(f"{os.path.relpath(obj, build_dir)}: {func}: {n} AVX "
                                   "instruction(s) outside a per-level function")
     in_so = sum(avx_by_function(core_so).values())
-    if in_so > in_clones:
-        violations.append(f"{core_so}: {in_so} AVX instructions, but the target clones of "
-                          f"the objects' per-level functions hold {in_clones}: the link added some")
-    return violations, in_clones, in_so
+    if in_so > in_levels:
+        violations.append(f"{core_so}: {in_so} AVX instructions, but the objects' per-level "
+                          f"functions hold only {in_levels}: the link added some")
+    return violations, in_levels, in_so
 
 
 def main(argv: List[str]) -> int:
@@ -108,14 +108,14 @@ def main(argv: List[str]) -> int:
             return 2
         core_so = found[0]
     try:
-        violations, in_clones, in_so = check(build_dir, core_so)
+        violations, in_levels, in_so = check(build_dir, core_so)
     except (FileNotFoundError, subprocess.CalledProcessError) as exc:
         print(f"cannot check: {exc}", file=sys.stderr)
         return 2
     for v in violations:
         print(f"VIOLATION: {v}")
     print(f"{in_so} AVX-or-later instructions in {os.path.basename(core_so)}, all in the "
-          f"avx2/avx512f target clones ({in_clones}); baseline x86-64 elsewhere"
+          f"avx2/avx512f target clones ({in_levels}); baseline x86-64 elsewhere"
           if not violations else f"{len(violations)} violation(s)")
     return 1 if violations else 0
 

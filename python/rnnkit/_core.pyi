@@ -78,3 +78,9 @@ def _set_plain_loops(plain: bool) -> None:
 
 def _plain_loops() -> bool:
     """Whether the plain loops are in use."""
+
+def _fma_peak_gflops(dtype: str, seconds: float, threads: int = 1) -> float:
+    """Benchmark aid: the measured FMA peak (GFLOP/s) of `threads` threads, "float32"/"float64"."""
+
+def _fma_peak_isa() -> str:
+    """Benchmark aid: the unit the FMA peak loop runs on: "avx512f", "avx2+fma" or "scalar"."""

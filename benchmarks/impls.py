@@ -1,0 +1,290 @@
+"""One training epoch of a workload, four ways: rnnkit's C++ core, rnnkit's NumPy reference,
+PyTorch and JAX. Each class takes the workload, the initial weights and the data, and its
+``epoch()`` trains one epoch and returns that epoch's losses:
+
+    "loss"        the mean of the minibatch losses, each computed before its update
+    "train_loss"  (W1) the loss over the training windows after the epoch
+    "val_loss"    (W1) the loss over the validation windows after the epoch
+
+The PyTorch and JAX versions are written the way a competent user of each would write them
+(nn.RNN + nn.Linear + torch.optim; a whole epoch under jax.jit), with rnnkit's exact rules:
+DESIGN.md §1's per-loss truncation, clipping and torch.optim's update formulas. torch and jax
+are imported only by their class, so the others run without them.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from workloads import Workload
+
+Arrays = Tuple[np.ndarray, np.ndarray]
+IMPLS = ("rnnkit", "reference", "torch", "jax")
+LABELS = {"rnnkit": "rnnkit (C++)", "reference": "rnnkit reference (NumPy loop)",
+          "torch": "PyTorch", "jax": "JAX (jit)"}
+
+
+def available(impl: str) -> Optional[str]:
+    """None if the implementation can run here, else why not."""
+    import importlib.util
+
+    module = {"torch": "torch", "jax": "jax"}.get(impl)
+    if module and importlib.util.find_spec(module) is None:
+        return f"{module} is not installed"
+    return None
+
+
+def make(impl: str, w: Workload, weights: Dict[str, np.ndarray], train: Arrays,
+         val: Optional[Arrays]):
+    cls = {"rnnkit": RnnkitEpoch, "reference": RnnkitEpoch, "torch": TorchEpoch,
+           "jax": JaxEpoch}[impl]
+    if impl in ("rnnkit", "reference"):
+        return cls(w, weights, train, val, backend="cpp" if impl == "rnnkit" else "reference")
+    return cls(w, weights, train, val)
+
+
+# ---------------------------------------------------------------------------- rnnkit
+class RnnkitEpoch:
+    """rnnkit.RNN.fit for one epoch (shuffle=False), as a user calls it; then, for W1, the loss
+    over the training windows (model.loss) and over the validation windows (fit's
+    validation_data)."""
+
+    def __init__(self, w: Workload, weights, train: Arrays, val: Optional[Arrays],
+                 backend: str = "cpp"):
+        import rnnkit
+
+        self.w, self.train, self.val = w, train, val
+        self.model = rnnkit.RNN(w.I, w.H, w.O, activation=w.activation, bias=w.bias,
+                                dtype=w.dtype, seed=0, backend=backend)
+        self.model.set_weights(weights)
+        self.optimizer = rnnkit.SGD(lr=w.lr) if w.optimizer == "sgd" else rnnkit.Adam(lr=w.lr)
+
+    def epoch(self) -> Dict[str, float]:
+        w, (X, Y) = self.w, self.train
+        h = self.model.fit(X, Y, epochs=1, batch_size=w.batch_size, optimizer=self.optimizer,
+                           bptt_truncate=w.k, clip_norm=w.clip_norm, clip_value=w.clip_value,
+                           validation_data=self.val if w.evaluate else None, shuffle=False)
+        out = {"loss": h["loss"][0]}
+        if w.evaluate:
+            out["train_loss"] = self.model.loss(X, Y)
+            out["val_loss"] = h["val_loss"][0]
+        return out
+
+
+# ---------------------------------------------------------------------------- PyTorch
+class TorchEpoch:
+    """nn.RNN + nn.Linear + torch.optim, rnnkit's weights copied in. rnnkit's single hidden
+    bias b is torch's bias_ih; bias_hh stays a frozen zero, outside the optimizer and the norm.
+
+    nn.RNN has no sigmoid, so W1 (sigmoid) runs a hand-written recurrence with the same
+    parameters. W1's truncation k (one loss term, at step T): the first T-k-1 steps run under
+    no_grad, then the last k+1 steps from the detached state, as DESIGN.md §1 defines it."""
+
+    def __init__(self, w: Workload, weights, train: Arrays, val: Optional[Arrays]):
+        import torch
+
+        self.torch, self.w = torch, w
+        dtype = getattr(torch, w.dtype)
+        t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+        self.X, self.Y = t(train[0]), t(train[1])
+        self.Xv, self.Yv = (t(val[0]), t(val[1])) if val is not None else (None, None)
+        self.manual = w.activation not in ("tanh", "relu")
+        if self.manual:
+            self.U = torch.nn.Parameter(t(weights["U"]).clone())
+            self.W = torch.nn.Parameter(t(weights["W"]).clone())
+            self.V = torch.nn.Parameter(t(weights["V"]).clone())
+            self.params = [self.U, self.W, self.V]
+            if w.bias:
+                self.b = torch.nn.Parameter(t(weights["b"]).clone())
+                self.c = torch.nn.Parameter(t(weights["c"]).clone())
+                self.params[2:2] = [self.b]
+                self.params.append(self.c)
+            self.act = torch.sigmoid
+        else:
+            self.rnn = torch.nn.RNN(w.I, w.H, num_layers=1, nonlinearity=w.activation,
+                                    bias=w.bias, batch_first=True, dtype=dtype)
+            self.linear = torch.nn.Linear(w.H, w.O, bias=w.bias, dtype=dtype)
+            with torch.no_grad():
+                self.rnn.weight_ih_l0.copy_(t(weights["U"]))
+                self.rnn.weight_hh_l0.copy_(t(weights["W"]))
+                self.linear.weight.copy_(t(weights["V"]))
+                if w.bias:
+                    self.rnn.bias_ih_l0.copy_(t(weights["b"]))
+                    self.rnn.bias_hh_l0.zero_()
+                    self.linear.bias.copy_(t(weights["c"]))
+            self.params = [self.rnn.weight_ih_l0, self.rnn.weight_hh_l0]
+            if w.bias:
+                self.rnn.bias_hh_l0.requires_grad_(False)
+                self.params.append(self.rnn.bias_ih_l0)
+            self.params.append(self.linear.weight)
+            if w.bias:
+                self.params.append(self.linear.bias)
+        self.opt = (torch.optim.SGD(self.params, lr=w.lr) if w.optimizer == "sgd"
+                    else torch.optim.Adam(self.params, lr=w.lr))
+
+    # the hand-written recurrence (W1): h_t = f(U x_t + W h_{t-1} [+ b]), y = V h_T [+ c]
+    def _run(self, x, h):
+        for t in range(x.shape[1]):
+            a = x[:, t] @ self.U.T + h @ self.W.T
+            if self.w.bias:
+                a = a + self.b
+            h = self.act(a)
+        return h
+
+    def _read(self, h):
+        y = h @ self.V.T
+        return y + self.c if self.w.bias else y
+
+    def _output(self, x):
+        """y_T for a batch x (B, T, I), gradient through the last k+1 steps only."""
+        torch, w = self.torch, self.w
+        B, T = x.shape[0], x.shape[1]
+        if self.manual:
+            start = 0 if w.k is None else max(T - w.k - 1, 0)
+            h = torch.zeros(B, w.H, dtype=x.dtype)
+            if start:
+                with torch.no_grad():
+                    h = self._run(x[:, :start], h)
+            return self._read(self._run(x[:, start:], h))
+        assert w.k is None, "nn.RNN path: full BPTT only (no workload truncates it)"
+        states, _ = self.rnn(x)
+        return self.linear(states[:, -1])
+
+    def _loss(self, X, Y) -> float:
+        with self.torch.no_grad():
+            if self.manual:
+                h = self._run(X, self.torch.zeros(X.shape[0], self.w.H, dtype=X.dtype))
+                y = self._read(h)
+            else:
+                y = self.linear(self.rnn(X)[0][:, -1])
+            return float(self.torch.nn.functional.mse_loss(y, Y))
+
+    def epoch(self) -> Dict[str, float]:
+        torch, w = self.torch, self.w
+        mse = torch.nn.functional.mse_loss
+        total = 0.0
+        for start in range(0, w.n_train, w.batch_size):
+            x, y = self.X[start:start + w.batch_size], self.Y[start:start + w.batch_size]
+            self.opt.zero_grad()
+            loss = mse(self._output(x), y)
+            loss.backward()
+            if w.clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self.params, w.clip_norm)
+            if w.clip_value is not None:
+                torch.nn.utils.clip_grad_value_(self.params, w.clip_value)
+            self.opt.step()
+            total += loss.item() * x.shape[0]
+        out = {"loss": total / w.n_train}
+        if w.evaluate:
+            out["train_loss"] = self._loss(self.X, self.Y)
+            out["val_loss"] = self._loss(self.Xv, self.Yv)
+        return out
+
+
+# ---------------------------------------------------------------------------- JAX
+class JaxEpoch:
+    """The whole epoch as one jitted function: lax.scan over the minibatches (carrying the
+    parameters and the optimizer state), inside it lax.scan over time, jax.value_and_grad for
+    the gradient, stop_gradient for W1's truncation, then clipping and torch.optim's SGD/Adam
+    formulas, then (W1) the batched losses over the training and validation windows. Compiled
+    ahead of time in __init__, so that no epoch pays for tracing or compiling."""
+
+    def __init__(self, w: Workload, weights, train: Arrays, val: Optional[Arrays]):
+        import jax
+
+        if w.dtype == "float64":
+            jax.config.update("jax_enable_x64", True)
+        import jax.numpy as jnp
+        from jax import lax
+
+        self.jax, self.w = jax, w
+        act = {"tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu}[w.activation]
+        B, nb, T = w.batch_size, w.n_batches, w.T
+        assert w.n_train == nb * B, "JAX path: equal minibatches only"
+        start = 0 if w.k is None else max(T - w.k - 1, 0)
+
+        def run(p, x, h):                               # x (T', B, I), h (B, H) -> h_T'
+            def cell(h, xt):
+                a = xt @ p["U"].T + h @ p["W"].T
+                if w.bias:
+                    a = a + p["b"]
+                return act(a), None
+            return lax.scan(cell, h, x)[0]
+
+        def output(p, x):                               # x (T, B, I) -> y_T (B, O)
+            h = jnp.zeros((x.shape[1], w.H), dtype=x.dtype)
+            if start:
+                h = lax.stop_gradient(run(p, x[:start], h))   # h_{T-k-1} is a constant
+            h = run(p, x[start:], h)
+            y = h @ p["V"].T
+            return y + p["c"] if w.bias else y
+
+        def loss_fn(p, x, y):
+            return jnp.mean((output(p, x) - y) ** 2)
+
+        grad_fn = jax.value_and_grad(loss_fn)
+
+        def update(carry, batch):
+            p, m, v, step = carry
+            x, y = batch
+            loss, g = grad_fn(p, x, y)
+            if w.clip_norm is not None:
+                norm = jnp.sqrt(sum(jnp.sum(gi * gi) for gi in jax.tree_util.tree_leaves(g)))
+                coef = jnp.minimum(1.0, w.clip_norm / (norm + 1e-6)).astype(x.dtype)
+                g = jax.tree_util.tree_map(lambda gi: gi * coef, g)
+            if w.clip_value is not None:
+                g = jax.tree_util.tree_map(lambda gi: jnp.clip(gi, -w.clip_value, w.clip_value), g)
+            step = step + 1
+            if w.optimizer == "sgd":
+                p = jax.tree_util.tree_map(lambda pi, gi: pi - w.lr * gi, p, g)
+            else:                                       # torch.optim.Adam, betas (0.9, 0.999)
+                b1, b2, eps = 0.9, 0.999, 1e-8
+                m = jax.tree_util.tree_map(lambda mi, gi: mi + (1 - b1) * (gi - mi), m, g)
+                v = jax.tree_util.tree_map(lambda vi, gi: b2 * vi + (1 - b2) * gi * gi, v, g)
+                s = step.astype(x.dtype)
+                step_size = w.lr / (1 - b1 ** s)
+                bc2 = jnp.sqrt(1 - b2 ** s)
+                p = jax.tree_util.tree_map(
+                    lambda pi, mi, vi: pi - step_size * (mi / (jnp.sqrt(vi) / bc2 + eps)), p, m, v)
+            return (p, m, v, step), loss
+
+        def full_loss(p, x, y):
+            h = run(p, x, jnp.zeros((x.shape[1], w.H), dtype=x.dtype))
+            out = h @ p["V"].T
+            out = out + p["c"] if w.bias else out
+            return jnp.mean((out - y) ** 2)
+
+        def epoch(state, xb, yb, xt, yt, xv, yv):
+            (p, m, v, step), losses = lax.scan(update, state, (xb, yb))
+            evals = (full_loss(p, xt, yt), full_loss(p, xv, yv)) if w.evaluate else ()
+            return (p, m, v, step), losses, evals
+
+        X, Y = train
+        tm = lambda a: np.ascontiguousarray(np.swapaxes(a, 0, 1))   # noqa: E731 (N,T,I)->(T,N,I)
+        # minibatch b, time-major: xb[b] is (T, B, I)
+        xb = jnp.asarray(np.ascontiguousarray(
+            X.reshape(nb, B, T, w.I).transpose(0, 2, 1, 3)))
+        yb = jnp.asarray(Y.reshape(nb, B, w.O))
+        if w.evaluate:
+            ev = (jnp.asarray(tm(X)), jnp.asarray(Y), jnp.asarray(tm(val[0])), jnp.asarray(val[1]))
+        else:
+            z = jnp.zeros((1,), dtype=w.dtype)
+            ev = (z, z, z, z)
+        p = {k: jnp.asarray(a) for k, a in weights.items()}
+        zeros = {k: jnp.zeros_like(a) for k, a in p.items()}
+        self.state = (p, zeros, dict(zeros), jnp.asarray(0, dtype=jnp.int32))
+        self.args = (xb, yb) + ev
+        import time
+        t0 = time.perf_counter()
+        self.compiled = jax.jit(epoch).lower(self.state, *self.args).compile()
+        self.compile_seconds = time.perf_counter() - t0
+
+    def epoch(self) -> Dict[str, float]:
+        self.state, losses, evals = self.compiled(self.state, *self.args)
+        self.jax.block_until_ready((self.state, losses, evals))
+        out = {"loss": float(np.mean(np.asarray(losses, dtype=np.float64)))}
+        if self.w.evaluate:
+            out["train_loss"], out["val_loss"] = float(evals[0]), float(evals[1])
+        return out
