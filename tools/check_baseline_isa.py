@@ -115,7 +115,7 @@ def main(argv: List[str]) -> int:
     for v in violations:
         print(f"VIOLATION: {v}")
     print(f"{in_so} AVX-or-later instructions in {os.path.basename(core_so)}, all in the "
-          f"avx2/avx512f target clones ({in_levels}); baseline x86-64 elsewhere"
+          f"avx2/avx512 per-level functions ({in_levels}); baseline x86-64 elsewhere"
           if not violations else f"{len(violations)} violation(s)")
     return 1 if violations else 0
 
