@@ -302,7 +302,7 @@ py::tuple backward(const py::object& X_, const py::object& Y_, const py::object&
         if (!h0_.is_none()) h0 = input_array<Real>(h0_, "h0", {s.N, s.H});
         auto grad = output_array<Real>("grad", {s.P});
         auto work = scratch<Real>(
-            rnnkit::backward_work_size(s.N, s.T, s.H, s.O, return_sequences), "backward");
+            rnnkit::backward_work_size(s.N, s.T, s.I, s.H, s.O, return_sequences), "backward");
         Real* g = grad.mutable_data();
         const Real *x = X.data(), *y = Y.data(), *p = params.data();
         const Real *hs = hidden_states.data(), *ys = outputs.data();

@@ -83,8 +83,9 @@ int64_t min_rows_per_thread(int64_t T, int64_t H) {
 
 int64_t forward_work_size(int64_t I, int64_t H, int64_t O) { return I * H + H * H + H * O; }
 
-int64_t backward_work_size(int64_t N, int64_t T, int64_t H, int64_t O, bool return_sequences) {
-    return N * (return_sequences ? T : 1) * O + 2 * N * H + 2 * N * T * H;
+int64_t backward_work_size(int64_t N, int64_t T, int64_t I, int64_t H, int64_t O,
+                           bool return_sequences) {
+    return N * (return_sequences ? T : 1) * O + 2 * N * H + 3 * N * T * H + N * T * I;
 }
 
 template <typename Real>
@@ -146,7 +147,14 @@ double elman_backward(Real* grad, const Real* X, const Real* Y, const Real* h0,
     Real* dh = dy + count;             // (N, H): gradient reaching h_s
     Real* delta = dh + N * H;          // (N, H): one loss term's gradient reaching a_s
     Real* Delta = delta + N * H;       // (N, T, H): every term's gradient reaching a_s, summed
-    Real* DeltaT = Delta + N * T * H;  // (N, H, T): Delta of each record transposed
+    // the steps that receive gradient: [first_step, T); the pairs (record n, step s) of them,
+    // n-major, are the columns q = n * steps + s - first_step of the packed buffers below
+    const int64_t first_step = full || return_sequences ? 0 : std::max<int64_t>(T - 1 - k, 0);
+    const int64_t steps = T - first_step;
+    const int64_t NS = N * steps;
+    Real* DeltaT = Delta + N * T * H;  // (H, NS): Delta transposed, column q = (n, s)
+    Real* Hprev = DeltaT + H * NS;     // (NS, H): row q = h_{s-1} of record n (h0, or zero)
+    Real* Xs = Hprev + NS * H;         // (NS, I): row q = x_s of record n
 
     // loss and dL/dy = 2 (y - Y) / count
     double sum_sq = 0.0;
@@ -160,8 +168,6 @@ double elman_backward(Real* grad, const Real* X, const Real* Y, const Real* h0,
     auto dy_at = [&](int64_t n, int64_t t) {
         return return_sequences ? dy + (n * T + t) * O : dy + n * O;
     };
-    // the steps that receive gradient: [first_step, T)
-    const int64_t first_step = full || return_sequences ? 0 : std::max<int64_t>(T - 1 - k, 0);
 
     // dV += g_t h_t^T, dc += g_t for every target step
     for (int64_t t = return_sequences ? 0 : T - 1; t < T; ++t) {
@@ -224,32 +230,35 @@ double elman_backward(Real* grad, const Real* X, const Real* Y, const Real* h0,
                 }
             }
         }
-        for (int64_t n = n0; n < n1; ++n)
-            transpose(DeltaT + n * H * T + first_step, T, Delta + n * ld + first_step * H, H, H,
-                      T - first_step);
+        // pack this thread's records for phase 2
+        for (int64_t n = n0; n < n1; ++n) {
+            const int64_t q0 = n * steps;
+            transpose(DeltaT + q0, NS, Delta + n * ld + first_step * H, H, H, steps);
+            for (int64_t s = first_step; s < T; ++s) {
+                Real* row = Hprev + (q0 + s - first_step) * H;
+                const Real* h_prev = s > 0 ? hidden_states + n * ld + (s - 1) * H
+                                           : (h0 ? h0 + n * H : nullptr);
+                if (h_prev)
+                    std::copy(h_prev, h_prev + H, row);
+                else
+                    zero_buffer(row, H);
+            }
+            std::copy(X + (n * T + first_step) * I, X + (n * T + T) * I, Xs + q0 * I);
+        }
     });
 
-    // Phase 2, rows of the weight gradients independent: dW += Delta^T h_{s-1},
-    // dU += Delta^T x_s, db += Delta summed over records and steps, records in order.
-    const int64_t steps = T - first_step;
-    const int64_t work_per_row = std::max<int64_t>(1, N * steps * (H + I));
-    parallel_for(H, std::max<int64_t>(8, kMinWorkPerThread / work_per_row), [&](int64_t r0, int64_t r1) {
+    // Phase 2, rows of the weight gradients independent, each one product over every
+    // (record, step) pair: dW += Delta^T h_{s-1}, dU += Delta^T x_s, db += Delta summed.
+    const int64_t work_per_row = std::max<int64_t>(1, NS * (H + I));
+    parallel_for(H, std::max<int64_t>(8, kMinWorkPerThread / work_per_row),
+                 [&](int64_t r0, int64_t r1) {
         const int64_t rows = r1 - r0;
-        for (int64_t n = 0; n < N; ++n) {
-            const Real* D = DeltaT + n * H * T + r0 * T;          // (rows, T)
-            const Real* hs_n = hidden_states + n * ld;
-            int64_t s = first_step;
-            if (s == 0) {                                          // h_{-1} is h0 (or zero)
-                if (h0) gemm_accumulate(g.W + r0 * H, H, D, T, h0 + n * H, H, rows, H, 1);
-                s = 1;
-            }
-            gemm_accumulate(g.W + r0 * H, H, D + s, T, hs_n + (s - 1) * H, H, rows, H, T - s);
-            gemm_accumulate(g.U + r0 * I, I, D + first_step, T, X + n * T * I + first_step * I,
-                            I, rows, I, steps);
-            if (g.b)
-                for (int64_t r = 0; r < rows; ++r)
-                    for (int64_t t = first_step; t < T; ++t) g.b[r0 + r] += D[r * T + t];
-        }
+        const Real* D = DeltaT + r0 * NS;                          // (rows, NS)
+        gemm_accumulate(g.W + r0 * H, H, D, NS, Hprev, H, rows, H, NS);
+        gemm_accumulate(g.U + r0 * I, I, D, NS, Xs, I, rows, I, NS);
+        if (g.b)
+            for (int64_t r = 0; r < rows; ++r)
+                for (int64_t q = 0; q < NS; ++q) g.b[r0 + r] += D[r * NS + q];
     });
     return sum_sq / double(count);
 }

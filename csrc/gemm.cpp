@@ -128,25 +128,54 @@ RNNKIT_INLINE void gemm_rows(Real* C, int64_t ldc, const Real* A, int64_t lda, c
     gemm_rows_tail<Fma, Real, (VB > 16 ? VB / 2 : VB), MR>(C, ldc, A, lda, B, ldb, j, N, K);
 }
 
-template <bool Fma, typename Real, int VB, int NV>
+// C += A B in blocks that stay in cache: a block of KC rows of B and one panel of its columns
+// (24 KiB, copied to a contiguous buffer so that its rows do not collide in the cache's sets)
+// is used by every row tile before the next. Each C[m, j] is still summed over k in increasing
+// order: a k-block continues from the value the previous one stored.
+template <bool Fma, typename Real, int VB, int MR, int NV>
 RNNKIT_INLINE void gemm_tiled(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B,
                               int64_t ldb, int64_t M, int64_t N, int64_t K) {
-    constexpr int MR = 4;
-    int64_t m = 0;
-    for (; m + MR <= M; m += MR)
-        gemm_rows<Fma, Real, VB, MR, NV>(C + m * ldc, ldc, A + m * lda, lda, B, ldb, N, K);
-    // a single row has a quarter of the accumulators per column: twice the columns per tile
-    for (; m < M; ++m)
-        gemm_rows<Fma, Real, VB, 1, 2 * NV>(C + m * ldc, ldc, A + m * lda, lda, B, ldb, N, K);
+    constexpr int L = VB / int(sizeof(Real));
+    constexpr int64_t panel = NV * L;
+    constexpr int64_t KC = (24 * 1024) / (NV * VB);
+    if (M < MR) {
+        // a single row streams B once: no blocking; twice the columns per tile, since a single
+        // row has a quarter of the accumulators per column
+        for (int64_t m = 0; m < M; ++m)
+            gemm_rows<Fma, Real, VB, 1, 2 * NV>(C + m * ldc, ldc, A + m * lda, lda, B, ldb, N, K);
+        return;
+    }
+    alignas(64) Real packed[KC * panel];
+    for (int64_t k0 = 0; k0 < K; k0 += KC) {
+        const int64_t kc = K - k0 < KC ? K - k0 : KC;
+        for (int64_t j0 = 0; j0 < N; j0 += panel) {
+            const int64_t nc = N - j0 < panel ? N - j0 : panel;
+            for (int64_t k = 0; k < kc; ++k) {
+                const Real* b = B + (k0 + k) * ldb + j0;
+                Real* p = packed + k * nc;
+                for (int64_t j = 0; j < nc; ++j) p[j] = b[j];
+            }
+            Real* Cp = C + j0;
+            const Real* Ap = A + k0;
+            int64_t m = 0;
+            for (; m + MR <= M; m += MR)
+                gemm_rows<Fma, Real, VB, MR, NV>(Cp + m * ldc, ldc, Ap + m * lda, lda, packed, nc,
+                                                 nc, kc);
+            for (; m < M; ++m)
+                gemm_rows<Fma, Real, VB, 1, 2 * NV>(Cp + m * ldc, ldc, Ap + m * lda, lda, packed,
+                                                    nc, nc, kc);
+        }
+    }
 }
 
-// The three compilations of each loop. The bodies above are always inlined, so each is
+// The three compilations of each loop, each with its tile: MR rows by NV vectors of C in
+// registers (MR x NV accumulators; the rest of the register file holds B's vectors and A). The bodies above are always inlined, so each is
 // generated with the instruction set of the function it lands in.
-#define RNNKIT_GEMM_LEVEL(name, attributes, Fma, VB, NV)                                              \
+#define RNNKIT_GEMM_LEVEL(name, attributes, Fma, VB, MR, NV)                                              \
     template <typename Real>                                                                   \
     attributes void name##_tiled(Real* C, int64_t ldc, const Real* A, int64_t lda,             \
                                  const Real* B, int64_t ldb, int64_t M, int64_t N, int64_t K) { \
-        gemm_tiled<Fma, Real, VB, NV>(C, ldc, A, lda, B, ldb, M, N, K);                         \
+        gemm_tiled<Fma, Real, VB, MR, NV>(C, ldc, A, lda, B, ldb, M, N, K);                     \
     }                                                                                          \
     template <typename Real>                                                                   \
     attributes void name##_plain(Real* C, int64_t ldc, const Real* A, int64_t lda,             \
@@ -154,10 +183,10 @@ RNNKIT_INLINE void gemm_tiled(Real* C, int64_t ldc, const Real* A, int64_t lda, 
         gemm_plain<Fma>(C, ldc, A, lda, B, ldb, M, N, K);                                       \
     }
 
-RNNKIT_GEMM_LEVEL(baseline, , false, 16, 2)
+RNNKIT_GEMM_LEVEL(baseline, , false, 16, 4, 2)                     // 8 of 16
 #if RNNKIT_X86
-RNNKIT_GEMM_LEVEL(avx2, RNNKIT_TARGET_AVX2, true, 32, 2)
-RNNKIT_GEMM_LEVEL(avx512, RNNKIT_TARGET_AVX512, true, 64, 4)
+RNNKIT_GEMM_LEVEL(avx2, RNNKIT_TARGET_AVX2, true, 32, 4, 2)        // 8 of 16
+RNNKIT_GEMM_LEVEL(avx512, RNNKIT_TARGET_AVX512, true, 64, 6, 4)   // 24 of 32 registers
 #endif
 
 Isa detect_isa() {

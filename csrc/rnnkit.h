@@ -78,7 +78,8 @@ void activate(Real* a, int64_t n, Activation act);
 
 // Scratch sizes (in scalars) the caller provides to the kernels, so nothing allocates inside.
 int64_t forward_work_size(int64_t I, int64_t H, int64_t O);
-int64_t backward_work_size(int64_t N, int64_t T, int64_t H, int64_t O, bool return_sequences);
+int64_t backward_work_size(int64_t N, int64_t T, int64_t I, int64_t H, int64_t O,
+                           bool return_sequences);
 
 // Forward over a batch:  a_t = U x_t + W h_{t-1} + b,  h_t = f(a_t),  y_t = V h_t + c.
 template <typename Real>
@@ -103,7 +104,7 @@ double elman_backward(Real* grad,                 // (P,) accumulated into
                       const Real* outputs,        // shaped like Y, from elman_forward
                       int64_t N, int64_t T, int64_t I, int64_t H, int64_t O,
                       bool bias, Activation act, bool return_sequences, int64_t k,
-                      Real* work);                // backward_work_size(N, T, H, O, return_sequences)
+                      Real* work);                // backward_work_size(N, T, I, H, O, return_sequences)
 
 // Autoregressive rollout (forecast.cpp), for models with I == O: run the context X from h0,
 // take y_T as the first forecast, then feed each forecast back as the next step's input,

@@ -364,3 +364,22 @@ def test_set_num_threads_public_api(core_settings):
         rnnkit.set_num_threads(0)
     with pytest.raises(TypeError, match="n must be an integer"):
         rnnkit.set_num_threads(1.5)
+
+
+@pytest.mark.parametrize("isa", ISA_LEVELS)
+def test_tiled_loops_equal_plain_loops_with_long_products(core_settings, isa):
+    """Products longer than a cache block (the weight gradients sum over N * T pairs, here
+    more than any level's block of k) still round exactly like the plain loops."""
+    if not available(isa):
+        pytest.skip(f"this CPU has no {isa}")
+    rng = np.random.default_rng(99)
+    N, T, I, H, O = 130, 7, 3, 37, 2
+    params, X, Y, h0 = make_problem(rng, N, T, I, H, O, True, True, np.float32, True)
+    spec = dict(hidden_size=H, output_size=O, bias=True, activation="sigmoid")
+    _core._set_isa(isa)
+    grads = []
+    for plain in (True, False):
+        _core._set_plain_loops(plain)
+        out, hs, _ = _core.forward(X, h0, params, **spec, return_sequences=True)
+        grads.append(_core.backward(X, Y, h0, params, hs, out, **spec, bptt_truncate=None)[1])
+    assert np.array_equal(grads[0], grads[1])
