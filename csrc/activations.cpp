@@ -1,15 +1,15 @@
 // tanh and the logistic sigmoid over arrays, in vector registers (see rnnkit.h).
 //
 // libm's tanh/exp are scalar calls and cost more than the matrix work of a small RNN step, so
-// these compute eight lanes at a time with the Cephes algorithms (S. L. Moshier), in double
-// precision also for float input:
+// these compute a vector at a time with the Cephes algorithms (S. L. Moshier): eight doubles
+// in double precision, or sixteen floats in single precision with Cephes' float coefficients:
 //   exp(z):  z = n ln2 + r (two-part Cody-Waite), e^r by its Taylor polynomial of degree 13,
 //            times 2^n built in the exponent bits.
 //   tanh(x): |x| < 0.625: x + x^3 P(x^2) / Q(x^2) (Cephes' rational approximation);
 //            otherwise (1 - e) / (1 + e), e = exp(-2|x|); one division for both.
 //   sigmoid: e = exp(-|a|); 1 / (1 + e) for a >= 0, e / (1 + e) otherwise (never overflows).
-// Both stay within a few units in the last place of the correctly rounded values (the tests
-// check it against NumPy). This file is compiled without FMA contraction, so its AVX-512, AVX2
+// They stay within 3 units in the last place (double) and 2 (float) of the correctly rounded
+// values (the tests check it against NumPy). This file is compiled without FMA contraction, so its AVX-512, AVX2
 // and baseline compilations (run at the level of gemm.cpp) give bitwise-identical results.
 #include <cstring>
 
@@ -99,31 +99,87 @@ RNNKIT_LANES vd sigmoid_lanes(vd a) {
     return (a >= 0.0 ? splat(1.0) : e) / (1.0 + e);
 }
 
+// Single precision, sixteen lanes: the same algorithms with Cephes' float coefficients.
+typedef float vf __attribute__((vector_size(16 * sizeof(float))));
+typedef int vi __attribute__((vector_size(16 * sizeof(int))));
+
+RNNKIT_LANES vf splat_f(float x) { return vf{} + x; }
+
+// e^z for z in [-104, 0] (below, e^z rounds to 0), subnormal results included.
+RNNKIT_LANES vf expf_nonpositive(vf z) {
+    const vf magic = splat_f(12582912.0f);              // 1.5 * 2^23
+    const vf shifted = z * 1.44269504088896341f + magic;
+    const vf n = shifted - magic;                       // round(z / ln 2)
+    vf r = z - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    vf p = splat_f(1.9875691500E-4f);
+    p = p * r + 1.3981999507E-3f;
+    p = p * r + 8.3334519073E-3f;
+    p = p * r + 4.1665795894E-2f;
+    p = p * r + 1.6666665459E-1f;
+    p = p * r + 5.0000001201E-1f;
+    const vf er = p * (r * r) + r + 1.0f;
+    vi ni, magic_bits;
+    std::memcpy(&ni, &shifted, sizeof ni);
+    std::memcpy(&magic_bits, &magic, sizeof magic_bits);
+    ni -= magic_bits;
+    const vi deep = ni < -120;
+    const vi bits = ((deep ? ni + 24 : ni) + 127) << 23;
+    vf scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    return er * scale * (deep ? splat_f(0x1p-24f) : splat_f(1.0f));
+}
+
+RNNKIT_LANES vf clamp_expf_argument(vf z) { return z < -104.0f ? splat_f(-104.0f) : z; }
+
+RNNKIT_LANES vf tanh_lanes(vf x) {
+    const vf ax = x < 0.0f ? -x : x;
+    const vf z = x * x;
+    vf p = splat_f(-5.70498872745E-3f);                 // |x| < 0.625: x + x^3 P(x^2)
+    p = p * z + 2.06390887954E-2f;
+    p = p * z - 5.37397155531E-2f;
+    p = p * z + 1.33314422036E-1f;
+    p = p * z - 3.33332819422E-1f;
+    const vf e = expf_nonpositive(clamp_expf_argument(-2.0f * ax));
+    const vi is_small = ax < 0.625f;
+    const vf numerator = is_small ? x + x * z * p : (x < 0.0f ? e - 1.0f : 1.0f - e);
+    const vf denominator = is_small ? splat_f(1.0f) : 1.0f + e;
+    return numerator / denominator;
+}
+
+RNNKIT_LANES vf sigmoid_lanes(vf a) {
+    const vf e = expf_nonpositive(clamp_expf_argument(a < 0.0f ? a : -a));
+    return (a >= 0.0f ? splat_f(1.0f) : e) / (1.0f + e);
+}
+
 enum class Function { Tanh, Sigmoid };
 
 // f(x) in place for L lanes at p. Direct calls only (no function pointer or lambda), so that
 // every helper is inlined into the instruction set of the function that uses it.
+// f(x) in place for the 64 bytes of lanes at p (8 doubles or 16 floats). Direct calls only
+// (no function pointer or lambda), so that every helper is inlined into the instruction set
+// of the function that uses it.
 template <Function f, typename Real>
 RNNKIT_LANES void apply_lanes(Real* p) {
-    typedef Real vr __attribute__((vector_size(L * sizeof(Real))));
+    typedef Real vr __attribute__((vector_size(64)));
     vr v;
     std::memcpy(&v, p, sizeof v);
-    const vd x = __builtin_convertvector(v, vd);
-    v = __builtin_convertvector(f == Function::Tanh ? tanh_lanes(x) : sigmoid_lanes(x), vr);
+    v = f == Function::Tanh ? tanh_lanes(v) : sigmoid_lanes(v);
     std::memcpy(p, &v, sizeof v);
 }
 
-// Applies f to x[0:n] in place, L lanes at a time; the tail goes through a padded vector.
+// Applies f to x[0:n] in place, a vector at a time; the tail goes through a padded vector.
 template <Function f, typename Real>
 RNNKIT_LANES void map_lanes(Real* x, int64_t n) {
+    constexpr int64_t LN = 64 / int64_t(sizeof(Real));
     int64_t i = 0;
-    for (; i + 2 * L <= n; i += 2 * L) {   // two vectors in flight
+    for (; i + 2 * LN <= n; i += 2 * LN) {   // two vectors in flight
         apply_lanes<f>(x + i);
-        apply_lanes<f>(x + i + L);
+        apply_lanes<f>(x + i + LN);
     }
-    for (; i + L <= n; i += L) apply_lanes<f>(x + i);
+    for (; i + LN <= n; i += LN) apply_lanes<f>(x + i);
     if (i < n) {
-        Real pad[L] = {};
+        Real pad[LN] = {};
         std::memcpy(pad, x + i, size_t(n - i) * sizeof(Real));
         apply_lanes<f>(pad);
         std::memcpy(x + i, pad, size_t(n - i) * sizeof(Real));

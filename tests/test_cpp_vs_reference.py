@@ -325,9 +325,9 @@ def test_train_epoch_callback_can_stop_and_its_exception_is_returned(backend):
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_activations_are_accurate_and_equal_at_every_level(core_settings, activation, dtype):
-    """The vectorized tanh and sigmoid: within 3 units in the last place of NumPy's (float64)
-    values, exact to float32 rounding, no overflow for |a| up to 1e4 and beyond, and the same
-    bits at every instruction-set level."""
+    """The vectorized tanh and sigmoid: within 3 units in the last place of the correctly
+    rounded value in float64 and 2 in float32 (computed in single precision, 16 lanes), no
+    overflow for |a| up to 1e4 and beyond, and the same bits at every instruction-set level."""
     rng = np.random.default_rng(21)
     a = np.concatenate([rng.normal(size=4000) * s for s in (1e-9, 1e-3, 0.3, 0.6, 1, 4, 30, 500)]
                        + [np.array([0.0, -0.0, 0.625, -0.625, 1e4, -1e4, 709.0, -709.0, 744.0,
@@ -352,7 +352,7 @@ def test_activations_are_accurate_and_equal_at_every_level(core_settings, activa
     want = want.astype(dtype)
     ulps = np.abs(got.astype(np.float64) - want) / np.spacing(np.abs(want)).astype(np.float64)
     assert np.all(np.isfinite(got))
-    assert np.max(ulps) <= (3 if dtype == np.float64 else 1)
+    assert np.max(ulps) <= (3 if dtype == np.float64 else 2)
 
 
 def test_set_num_threads_public_api(core_settings):
