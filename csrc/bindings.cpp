@@ -261,7 +261,7 @@ py::tuple forward(const py::object& X_, const py::object& h0_, const py::object&
         auto hidden_states = output_array<Real>("hidden_states", {s.N, s.T, s.H});
         auto outputs = output_array<Real>("outputs", y_shape<Real>(s, return_sequences));
         auto final_state = output_array<Real>("final_state", {s.N, s.H});
-        auto work = scratch<Real>(rnnkit::forward_work_size(s.I, s.H, s.O), "forward");
+        auto work = scratch<Real>(rnnkit::forward_work_size(s.N, s.I, s.H, s.O), "forward");
         Real* hs = hidden_states.mutable_data();
         Real* ys = outputs.mutable_data();
         Real* hT = final_state.mutable_data();

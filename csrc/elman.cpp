@@ -81,11 +81,23 @@ int64_t min_rows_per_thread(int64_t T, int64_t H) {
 
 }  // namespace
 
-int64_t forward_work_size(int64_t I, int64_t H, int64_t O) { return I * H + H * H + H * O; }
+// H rounded up to whole 64-byte vectors of Real: the row length of the padded weight copies and
+// accumulators, so that each row is one pass of whole, aligned vectors.
+template <typename Real>
+int64_t padded(int64_t H) {
+    constexpr int64_t lanes = 64 / int64_t(sizeof(Real));
+    return (H + lanes - 1) / lanes * lanes;
+}
+
+// sizes for the widest padding (16 lanes, float)
+int64_t forward_work_size(int64_t N, int64_t I, int64_t H, int64_t O) {
+    return I * H + H * padded<float>(H) + H * O + N * padded<float>(H);
+}
 
 int64_t backward_work_size(int64_t N, int64_t T, int64_t I, int64_t H, int64_t O,
                            bool return_sequences) {
-    return N * (return_sequences ? T : 1) * O + 2 * N * H + 3 * N * T * H + N * T * I;
+    return N * (return_sequences ? T : 1) * O + N * padded<float>(H) + N * H +
+           H * padded<float>(H) + 3 * N * T * H + N * T * I;
 }
 
 template <typename Real>
@@ -93,11 +105,14 @@ void elman_forward(Real* hidden_states, Real* outputs, const Real* X, const Real
                    const Real* params, int64_t N, int64_t T, int64_t I, int64_t H, int64_t O,
                    bool bias, Activation act, bool return_sequences, Real* work) {
     const ParamViews<const Real> p = param_views(params, I, H, O, bias);
+    const int64_t Hp = padded<Real>(H);
     Real* UT = work;          // (I, H) = U^T: a_t (rows, H) += x_t (rows, I) U^T
-    Real* WT = UT + I * H;    // (H, H) = W^T: a_t (rows, H) += h_{t-1} (rows, H) W^T
-    Real* VT = WT + H * H;    // (H, O) = V^T: y_t (rows, O) = h_t (rows, H) V^T + c
+    Real* WT = UT + I * H;    // (H, Hp) = W^T, zero-padded: a_t (rows, H) += h_{t-1} (rows, H) W^T
+    Real* VT = WT + H * Hp;   // (H, O) = V^T: y_t (rows, O) = h_t (rows, H) V^T + c
+    Real* acc = VT + H * O;   // (N, Hp): a_t of each record, padded, while W h_{t-1} is added
     transpose(UT, H, p.U, I, I, H);
-    transpose(WT, H, p.W, H, H, H);
+    transpose(WT, Hp, p.W, H, H, H);
+    for (int64_t r = 0; r < H; ++r) zero_buffer(WT + r * Hp + H, Hp - H);
     transpose(VT, O, p.V, H, H, O);
     const int64_t ld = T * H;  // from one record's h_t to the next record's
 
@@ -110,12 +125,19 @@ void elman_forward(Real* hidden_states, Real* outputs, const Real* X, const Real
             fill_rows(hs + n * ld, H, p.b, T, H);
             gemm_accumulate(hs + n * ld, H, X + (n0 + n) * T * I, I, UT, H, T, H, I);
         }
+        Real* acc_r = acc + n0 * Hp;             // (rows, Hp)
+        fill_rows(acc_r, Hp, static_cast<const Real*>(nullptr), rows, Hp);
         for (int64_t t = 0; t < T; ++t) {
             Real* a = hs + t * H;                 // a_t of the first row; rows are ld apart
-            if (t > 0)
-                gemm_accumulate(a, ld, a - H, ld, WT, H, rows, H, H);
-            else if (h0)
-                gemm_accumulate(a, ld, h0 + n0 * H, H, WT, H, rows, H, H);
+            const Real* h_prev = t > 0 ? a - H : (h0 ? h0 + n0 * H : nullptr);
+            const int64_t ld_prev = t > 0 ? ld : H;
+            if (h_prev) {                         // one pass of whole vectors over each row
+                for (int64_t n = 0; n < rows; ++n)
+                    std::copy(a + n * ld, a + n * ld + H, acc_r + n * Hp);
+                gemm_accumulate(acc_r, Hp, h_prev, ld_prev, WT, Hp, rows, Hp, H);
+                for (int64_t n = 0; n < rows; ++n)
+                    std::copy(acc_r + n * Hp, acc_r + n * Hp + H, a + n * ld);
+            }
             for (int64_t n = 0; n < rows; ++n) activate(a + n * ld, H, act);
         }
         if (return_sequences) {
@@ -144,9 +166,11 @@ double elman_backward(Real* grad, const Real* X, const Real* Y, const Real* h0,
     const int64_t ld = T * H;
     const bool full = k < 0 || k >= T - 1;
     Real* dy = work;                   // shaped like Y: dL/dy
-    Real* dh = dy + count;             // (N, H): gradient reaching h_s
-    Real* delta = dh + N * H;          // (N, H): one loss term's gradient reaching a_s
-    Real* Delta = delta + N * H;       // (N, T, H): every term's gradient reaching a_s, summed
+    const int64_t Hp = padded<Real>(H);
+    Real* dh = dy + count;             // (N, Hp): gradient reaching h_s, zero-padded
+    Real* delta = dh + N * Hp;         // (N, H): one loss term's gradient reaching a_s
+    Real* Wp = delta + N * H;          // (H, Hp): W, zero-padded: dh (rows, Hp) = delta W
+    Real* Delta = Wp + H * Hp;         // (N, T, H): every term's gradient reaching a_s, summed
     // the steps that receive gradient: [first_step, T); the pairs (record n, step s) of them,
     // n-major, are the columns q = n * steps + s - first_step of the packed buffers below
     const int64_t first_step = full || return_sequences ? 0 : std::max<int64_t>(T - 1 - k, 0);
@@ -183,38 +207,43 @@ double elman_backward(Real* grad, const Real* X, const Real* Y, const Real* h0,
         }
     }
 
+    for (int64_t r = 0; r < H; ++r) {
+        std::copy(p.W + r * H, p.W + (r + 1) * H, Wp + r * Hp);
+        zero_buffer(Wp + r * Hp + H, Hp - H);
+    }
+
     // Phase 1, records independent: walk back through time, collecting in Delta[n, s] the
     // gradient that reaches a_s from every loss term, then transpose each record's Delta.
     parallel_for(N, min_rows_per_thread(T, H), [&](int64_t n0, int64_t n1) {
         const int64_t rows = n1 - n0;
-        Real* dh_r = dh + n0 * H;
+        Real* dh_r = dh + n0 * Hp;
         Real* delta_r = delta + n0 * H;
         Real* Delta_r = Delta + n0 * ld;
         const Real* hs_r = hidden_states + n0 * ld;
         // dst (rows, H, stride ld_dst) = dh_r * f'(a_s)
         auto times_derivative = [&](Real* dst, int64_t ld_dst, int64_t s) {
             for (int64_t n = 0; n < rows; ++n)
-                times_activation_derivative(dst + n * ld_dst, dh_r + n * H,
+                times_activation_derivative(dst + n * ld_dst, dh_r + n * Hp,
                                             hs_r + n * ld + s * H, H, act);
         };
         if (full) {
             // one sweep from the last step down, dh carrying every later term
-            zero_buffer(dh_r, rows * H);
+            zero_buffer(dh_r, rows * Hp);
             for (int64_t s = T - 1; s >= 0; --s) {
                 if (return_sequences || s == T - 1)
-                    gemm_accumulate(dh_r, H, dy_at(n0, s), ld_dy, p.V, H, rows, H, O);
+                    gemm_accumulate(dh_r, Hp, dy_at(n0, s), ld_dy, p.V, H, rows, H, O);
                 times_derivative(Delta_r + s * H, ld, s);
                 if (s > 0) {
-                    zero_buffer(dh_r, rows * H);
-                    gemm_accumulate(dh_r, H, Delta_r + s * H, ld, p.W, H, rows, H, H);
+                    zero_buffer(dh_r, rows * Hp);
+                    gemm_accumulate(dh_r, Hp, Delta_r + s * H, ld, Wp, Hp, rows, Hp, H);
                 }
             }
         } else {
             // truncated: the term of each target step t walks back through t, .., t-k alone
             for (int64_t s = first_step; s < T; ++s) fill_rows(Delta_r + s * H, ld, static_cast<const Real*>(nullptr), rows, H);
             for (int64_t t = return_sequences ? 0 : T - 1; t < T; ++t) {
-                zero_buffer(dh_r, rows * H);
-                gemm_accumulate(dh_r, H, dy_at(n0, t), ld_dy, p.V, H, rows, H, O);
+                zero_buffer(dh_r, rows * Hp);
+                gemm_accumulate(dh_r, Hp, dy_at(n0, t), ld_dy, p.V, H, rows, H, O);
                 const int64_t first = std::max<int64_t>(t - k, 0);
                 for (int64_t s = t; s >= first; --s) {
                     times_derivative(delta_r, H, s);
@@ -224,8 +253,8 @@ double elman_backward(Real* grad, const Real* X, const Real* Y, const Real* h0,
                         for (int64_t j = 0; j < H; ++j) D[j] += d[j];
                     }
                     if (s > first) {
-                        zero_buffer(dh_r, rows * H);
-                        gemm_accumulate(dh_r, H, delta_r, H, p.W, H, rows, H, H);
+                        zero_buffer(dh_r, rows * Hp);
+                        gemm_accumulate(dh_r, Hp, delta_r, H, Wp, Hp, rows, Hp, H);
                     }
                 }
             }

@@ -13,7 +13,7 @@ namespace rnnkit {
 int64_t forecast_work_size(int64_t N, int64_t T, int64_t I, int64_t H, int64_t O) {
     // context states (N, T, H), two states (N, H), the next input (N, I), the latest
     // prediction (N, O), and elman_forward's own scratch
-    return N * T * H + 2 * N * H + N * I + N * O + forward_work_size(I, H, O);
+    return N * T * H + 2 * N * H + N * I + N * O + forward_work_size(N, I, H, O);
 }
 
 template <typename Real>
@@ -26,7 +26,7 @@ void elman_forecast(Real* forecasts, const Real* X, const Real* h0, const Real* 
     Real* next_state = state + N * H;                // (N, H): h after the step being run
     Real* input = next_state + N * H;                // (N, 1, I): the fed-back prediction
     Real* last = input + N * I;                      // (N, O): the latest prediction
-    Real* scratch = last + N * O;                    // forward_work_size(I, H, O)
+    Real* scratch = last + N * O;                    // forward_work_size(N, I, H, O)
 
     // The context: y_T is the first forecast, h_T the state it came from.
     elman_forward(context_states, last, X, h0, params, N, T, I, H, O, bias, act, false, scratch);

@@ -77,7 +77,7 @@ template <typename Real>
 void activate(Real* a, int64_t n, Activation act);
 
 // Scratch sizes (in scalars) the caller provides to the kernels, so nothing allocates inside.
-int64_t forward_work_size(int64_t I, int64_t H, int64_t O);
+int64_t forward_work_size(int64_t N, int64_t I, int64_t H, int64_t O);
 int64_t backward_work_size(int64_t N, int64_t T, int64_t I, int64_t H, int64_t O,
                            bool return_sequences);
 
@@ -90,7 +90,7 @@ void elman_forward(Real* hidden_states,   // (N, T, H) out: h_t at [:, t-1]
                    const Real* params,    // (P,)
                    int64_t N, int64_t T, int64_t I, int64_t H, int64_t O,
                    bool bias, Activation act, bool return_sequences,
-                   Real* work);           // forward_work_size(I, H, O)
+                   Real* work);           // forward_work_size(N, I, H, O)
 
 // Truncated BPTT of L = mean((y - Y)^2) from a forward pass's results. Adds dL/dparams into
 // grad (clear it first with zero_buffer) and returns L.

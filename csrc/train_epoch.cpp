@@ -22,7 +22,7 @@ EpochResult train_epoch(double* losses, Real* params, Real* momentum_buffer, Rea
     std::vector<Real> xb(size_t(B * T * I)), yb(size_t(B * y_row));
     std::vector<Real> hidden_states(size_t(B * T * H)), outputs(size_t(B * y_row));
     std::vector<Real> grad(static_cast<size_t>(P));
-    std::vector<Real> work(size_t(std::max(forward_work_size(I, H, O),
+    std::vector<Real> work(size_t(std::max(forward_work_size(B, I, H, O),
                                            backward_work_size(B, T, I, H, O, return_sequences))));
 
     for (int64_t start = 0, batch = 0; start < n_order; start += batch_size, ++batch) {
