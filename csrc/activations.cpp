@@ -173,9 +173,11 @@ template <Function f, typename Real>
 RNNKIT_LANES void map_lanes(Real* x, int64_t n) {
     constexpr int64_t LN = 64 / int64_t(sizeof(Real));
     int64_t i = 0;
-    for (; i + 2 * LN <= n; i += 2 * LN) {   // two vectors in flight
+    for (; i + 4 * LN <= n; i += 4 * LN) {   // four vectors in flight: the chains are long
         apply_lanes<f>(x + i);
         apply_lanes<f>(x + i + LN);
+        apply_lanes<f>(x + i + 2 * LN);
+        apply_lanes<f>(x + i + 3 * LN);
     }
     for (; i + LN <= n; i += LN) apply_lanes<f>(x + i);
     if (i < n) {

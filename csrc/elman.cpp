@@ -97,7 +97,7 @@ int64_t forward_work_size(int64_t N, int64_t I, int64_t H, int64_t O) {
 int64_t backward_work_size(int64_t N, int64_t T, int64_t I, int64_t H, int64_t O,
                            bool return_sequences) {
     return N * (return_sequences ? T : 1) * O + N * padded<float>(H) + N * H +
-           H * padded<float>(H) + 3 * N * T * H + N * T * I;
+           H * padded<float>(H) + 2 * N * T * H + N * T * I;
 }
 
 template <typename Real>
@@ -135,10 +135,13 @@ void elman_forward(Real* hidden_states, Real* outputs, const Real* X, const Real
                 for (int64_t n = 0; n < rows; ++n)
                     std::copy(a + n * ld, a + n * ld + H, acc_r + n * Hp);
                 gemm_accumulate(acc_r, Hp, h_prev, ld_prev, WT, Hp, rows, Hp, H);
+                // every row's activation in one call (the padding columns are never read)
+                activate(acc_r, rows * Hp, act);
                 for (int64_t n = 0; n < rows; ++n)
                     std::copy(acc_r + n * Hp, acc_r + n * Hp + H, a + n * ld);
+            } else {
+                for (int64_t n = 0; n < rows; ++n) activate(a + n * ld, H, act);
             }
-            for (int64_t n = 0; n < rows; ++n) activate(a + n * ld, H, act);
         }
         if (return_sequences) {
             for (int64_t n = 0; n < rows; ++n) {
@@ -176,8 +179,7 @@ double elman_backward(Real* grad, const Real* X, const Real* Y, const Real* h0,
     const int64_t first_step = full || return_sequences ? 0 : std::max<int64_t>(T - 1 - k, 0);
     const int64_t steps = T - first_step;
     const int64_t NS = N * steps;
-    Real* DeltaT = Delta + N * T * H;  // (H, NS): Delta transposed, column q = (n, s)
-    Real* Hprev = DeltaT + H * NS;     // (NS, H): row q = h_{s-1} of record n (h0, or zero)
+    Real* Hprev = Delta + N * T * H;   // (NS, H): row q = h_{s-1} of record n (h0, or zero)
     Real* Xs = Hprev + NS * H;         // (NS, I): row q = x_s of record n
 
     // loss and dL/dy = 2 (y - Y) / count
@@ -262,7 +264,6 @@ double elman_backward(Real* grad, const Real* X, const Real* Y, const Real* h0,
         // pack this thread's records for phase 2
         for (int64_t n = n0; n < n1; ++n) {
             const int64_t q0 = n * steps;
-            transpose(DeltaT + q0, NS, Delta + n * ld + first_step * H, H, H, steps);
             for (int64_t s = first_step; s < T; ++s) {
                 Real* row = Hprev + (q0 + s - first_step) * H;
                 const Real* h_prev = s > 0 ? hidden_states + n * ld + (s - 1) * H
@@ -277,17 +278,24 @@ double elman_backward(Real* grad, const Real* X, const Real* Y, const Real* h0,
     });
 
     // Phase 2, rows of the weight gradients independent, each one product over every
-    // (record, step) pair: dW += Delta^T h_{s-1}, dU += Delta^T x_s, db += Delta summed.
+    // (record, step) pair q: dW += Delta^T h_{s-1}, dU += Delta^T x_s, db += Delta summed.
+    // Delta's rows q are contiguous when every step receives gradient; otherwise record by
+    // record (the same sums in the same order).
     const int64_t work_per_row = std::max<int64_t>(1, NS * (H + I));
     parallel_for(H, std::max<int64_t>(8, kMinWorkPerThread / work_per_row),
                  [&](int64_t r0, int64_t r1) {
         const int64_t rows = r1 - r0;
-        const Real* D = DeltaT + r0 * NS;                          // (rows, NS)
-        gemm_accumulate(g.W + r0 * H, H, D, NS, Hprev, H, rows, H, NS);
-        gemm_accumulate(g.U + r0 * I, I, D, NS, Xs, I, rows, I, NS);
-        if (g.b)
-            for (int64_t r = 0; r < rows; ++r)
-                for (int64_t q = 0; q < NS; ++q) g.b[r0 + r] += D[r * NS + q];
+        const int64_t blocks = first_step == 0 ? 1 : N;            // runs of contiguous rows q
+        const int64_t run = NS / blocks;
+        for (int64_t block = 0; block < blocks; ++block) {
+            const Real* D = Delta + (block * T + first_step) * H + r0;  // (run, rows), ld H
+            const int64_t q0 = block * run;
+            gemm_accumulate_at(g.W + r0 * H, H, D, H, Hprev + q0 * H, H, rows, H, run);
+            gemm_accumulate_at(g.U + r0 * I, I, D, H, Xs + q0 * I, I, rows, I, run);
+            if (g.b)
+                for (int64_t q = 0; q < run; ++q)
+                    for (int64_t r = 0; r < rows; ++r) g.b[r0 + r] += D[q * H + r];
+        }
     });
     return sum_sq / double(count);
 }

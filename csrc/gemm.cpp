@@ -44,12 +44,12 @@ RNNKIT_INLINE Real madd(Real a, Real b, Real c) {
 }
 
 template <bool Fma, typename Real>
-RNNKIT_INLINE void gemm_plain(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B,
+RNNKIT_INLINE void gemm_plain(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk, const Real* B,
                               int64_t ldb, int64_t M, int64_t N, int64_t K) {
     for (int64_t m = 0; m < M; ++m) {
         Real* c = C + m * ldc;
         for (int64_t k = 0; k < K; ++k) {
-            const Real a = A[m * lda + k];
+            const Real a = A[m * sm + k * sk];
             const Real* b = B + k * ldb;
             for (int64_t j = 0; j < N; ++j) c[j] = madd<Fma>(a, b[j], c[j]);
         }
@@ -58,7 +58,7 @@ RNNKIT_INLINE void gemm_plain(Real* C, int64_t ldc, const Real* A, int64_t lda, 
 
 // C[0:MR, 0:NV*L] += A[0:MR, :] B[:, 0:NV*L] with the block of C in registers.
 template <typename Real, int VB, int MR, int NV>
-RNNKIT_INLINE void gemm_tile(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B,
+RNNKIT_INLINE void gemm_tile(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk, const Real* B,
                              int64_t ldb, int64_t K) {
     typedef Real V __attribute__((vector_size(VB)));
     constexpr int L = VB / int(sizeof(Real));
@@ -69,7 +69,7 @@ RNNKIT_INLINE void gemm_tile(Real* C, int64_t ldc, const Real* A, int64_t lda, c
         V b[NV];
         for (int v = 0; v < NV; ++v) __builtin_memcpy(&b[v], B + k * ldb + v * L, VB);
         for (int m = 0; m < MR; ++m) {
-            const Real a = A[m * lda + k];
+            const Real a = A[m * sm + k * sk];
             for (int v = 0; v < NV; ++v) acc[m][v] += a * b[v];
         }
     }
@@ -80,12 +80,12 @@ RNNKIT_INLINE void gemm_tile(Real* C, int64_t ldc, const Real* A, int64_t lda, c
 // Columns [j, N) of rows [0, MR): single vectors of VB bytes, then of VB/2, .. 16 bytes, then
 // single columns.
 template <bool Fma, typename Real, int VB, int MR>
-RNNKIT_INLINE void gemm_rows_tail(Real* C, int64_t ldc, const Real* A, int64_t lda,
+RNNKIT_INLINE void gemm_rows_tail(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk,
                                   const Real* B, int64_t ldb, int64_t j, int64_t N, int64_t K) {
     constexpr int L = VB / int(sizeof(Real));
-    for (; j + L <= N; j += L) gemm_tile<Real, VB, MR, 1>(C + j, ldc, A, lda, B + j, ldb, K);
+    for (; j + L <= N; j += L) gemm_tile<Real, VB, MR, 1>(C + j, ldc, A, sm, sk, B + j, ldb, K);
     if constexpr (VB > 16) {
-        gemm_rows_tail<Fma, Real, VB / 2, MR>(C, ldc, A, lda, B, ldb, j, N, K);
+        gemm_rows_tail<Fma, Real, VB / 2, MR>(C, ldc, A, sm, sk, B, ldb, j, N, K);
         return;
     }
     for (; j < N; ++j) {
@@ -93,7 +93,7 @@ RNNKIT_INLINE void gemm_rows_tail(Real* C, int64_t ldc, const Real* A, int64_t l
         for (int m = 0; m < MR; ++m) acc[m] = C[m * ldc + j];
         for (int64_t k = 0; k < K; ++k) {
             const Real b = B[k * ldb + j];
-            for (int m = 0; m < MR; ++m) acc[m] = madd<Fma>(A[m * lda + k], b, acc[m]);
+            for (int m = 0; m < MR; ++m) acc[m] = madd<Fma>(A[m * sm + k * sk], b, acc[m]);
         }
         for (int m = 0; m < MR; ++m) C[m * ldc + j] = acc[m];
     }
@@ -101,16 +101,16 @@ RNNKIT_INLINE void gemm_rows_tail(Real* C, int64_t ldc, const Real* A, int64_t l
 
 // Columns [j, j + R*L) of rows [0, MR) for the R < NV whole vectors left after the NV-tiles.
 template <bool Fma, typename Real, int VB, int MR, int NV>
-RNNKIT_INLINE int64_t gemm_rows_remainder(Real* C, int64_t ldc, const Real* A, int64_t lda,
+RNNKIT_INLINE int64_t gemm_rows_remainder(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk,
                                           const Real* B, int64_t ldb, int64_t j, int64_t N,
                                           int64_t K) {
     constexpr int L = VB / int(sizeof(Real));
     if constexpr (NV > 1) {
         if ((N - j) / L == NV - 1) {
-            gemm_tile<Real, VB, MR, NV - 1>(C + j, ldc, A, lda, B + j, ldb, K);
+            gemm_tile<Real, VB, MR, NV - 1>(C + j, ldc, A, sm, sk, B + j, ldb, K);
             return j + (NV - 1) * L;
         }
-        return gemm_rows_remainder<Fma, Real, VB, MR, NV - 1>(C, ldc, A, lda, B, ldb, j, N, K);
+        return gemm_rows_remainder<Fma, Real, VB, MR, NV - 1>(C, ldc, A, sm, sk, B, ldb, j, N, K);
     }
     return j;
 }
@@ -118,14 +118,14 @@ RNNKIT_INLINE int64_t gemm_rows_remainder(Real* C, int64_t ldc, const Real* A, i
 // Rows [0, MR) of C += A B over every column: NV-vector tiles, then one tile of the whole
 // vectors left, then the part of a vector left.
 template <bool Fma, typename Real, int VB, int MR, int NV>
-RNNKIT_INLINE void gemm_rows(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B,
+RNNKIT_INLINE void gemm_rows(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk, const Real* B,
                              int64_t ldb, int64_t N, int64_t K) {
     constexpr int L = VB / int(sizeof(Real));
     int64_t j = 0;
     for (; j + NV * L <= N; j += NV * L)
-        gemm_tile<Real, VB, MR, NV>(C + j, ldc, A, lda, B + j, ldb, K);
-    j = gemm_rows_remainder<Fma, Real, VB, MR, NV>(C, ldc, A, lda, B, ldb, j, N, K);
-    gemm_rows_tail<Fma, Real, (VB > 16 ? VB / 2 : VB), MR>(C, ldc, A, lda, B, ldb, j, N, K);
+        gemm_tile<Real, VB, MR, NV>(C + j, ldc, A, sm, sk, B + j, ldb, K);
+    j = gemm_rows_remainder<Fma, Real, VB, MR, NV>(C, ldc, A, sm, sk, B, ldb, j, N, K);
+    gemm_rows_tail<Fma, Real, (VB > 16 ? VB / 2 : VB), MR>(C, ldc, A, sm, sk, B, ldb, j, N, K);
 }
 
 // C += A B in blocks that stay in cache: a block of KC rows of B and one panel of its columns
@@ -133,7 +133,7 @@ RNNKIT_INLINE void gemm_rows(Real* C, int64_t ldc, const Real* A, int64_t lda, c
 // is used by every row tile before the next. Each C[m, j] is still summed over k in increasing
 // order: a k-block continues from the value the previous one stored.
 template <bool Fma, typename Real, int VB, int MR, int NV>
-RNNKIT_INLINE void gemm_tiled(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B,
+RNNKIT_INLINE void gemm_tiled(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk, const Real* B,
                               int64_t ldb, int64_t M, int64_t N, int64_t K) {
     constexpr int L = VB / int(sizeof(Real));
     constexpr int64_t panel = NV * L;
@@ -142,7 +142,7 @@ RNNKIT_INLINE void gemm_tiled(Real* C, int64_t ldc, const Real* A, int64_t lda, 
         // a single row streams B once: no blocking; twice the columns per tile, since a single
         // row has a quarter of the accumulators per column
         for (int64_t m = 0; m < M; ++m)
-            gemm_rows<Fma, Real, VB, 1, 2 * NV>(C + m * ldc, ldc, A + m * lda, lda, B, ldb, N, K);
+            gemm_rows<Fma, Real, VB, 1, 2 * NV>(C + m * ldc, ldc, A + m * sm, sm, sk, B, ldb, N, K);
         return;
     }
     alignas(64) Real packed[KC * panel];
@@ -156,13 +156,13 @@ RNNKIT_INLINE void gemm_tiled(Real* C, int64_t ldc, const Real* A, int64_t lda, 
                 for (int64_t j = 0; j < nc; ++j) p[j] = b[j];
             }
             Real* Cp = C + j0;
-            const Real* Ap = A + k0;
+            const Real* Ap = A + k0 * sk;
             int64_t m = 0;
             for (; m + MR <= M; m += MR)
-                gemm_rows<Fma, Real, VB, MR, NV>(Cp + m * ldc, ldc, Ap + m * lda, lda, packed, nc,
+                gemm_rows<Fma, Real, VB, MR, NV>(Cp + m * ldc, ldc, Ap + m * sm, sm, sk, packed, nc,
                                                  nc, kc);
             for (; m < M; ++m)
-                gemm_rows<Fma, Real, VB, 1, 2 * NV>(Cp + m * ldc, ldc, Ap + m * lda, lda, packed,
+                gemm_rows<Fma, Real, VB, 1, 2 * NV>(Cp + m * ldc, ldc, Ap + m * sm, sm, sk, packed,
                                                     nc, nc, kc);
         }
     }
@@ -173,14 +173,14 @@ RNNKIT_INLINE void gemm_tiled(Real* C, int64_t ldc, const Real* A, int64_t lda, 
 // generated with the instruction set of the function it lands in.
 #define RNNKIT_GEMM_LEVEL(name, attributes, Fma, VB, MR, NV)                                              \
     template <typename Real>                                                                   \
-    attributes void name##_tiled(Real* C, int64_t ldc, const Real* A, int64_t lda,             \
+    attributes void name##_tiled(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk,             \
                                  const Real* B, int64_t ldb, int64_t M, int64_t N, int64_t K) { \
-        gemm_tiled<Fma, Real, VB, MR, NV>(C, ldc, A, lda, B, ldb, M, N, K);                     \
+        gemm_tiled<Fma, Real, VB, MR, NV>(C, ldc, A, sm, sk, B, ldb, M, N, K);                     \
     }                                                                                          \
     template <typename Real>                                                                   \
-    attributes void name##_plain(Real* C, int64_t ldc, const Real* A, int64_t lda,             \
+    attributes void name##_plain(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk,             \
                                  const Real* B, int64_t ldb, int64_t M, int64_t N, int64_t K) { \
-        gemm_plain<Fma>(C, ldc, A, lda, B, ldb, M, N, K);                                       \
+        gemm_plain<Fma>(C, ldc, A, sm, sk, B, ldb, M, N, K);                                       \
     }
 
 RNNKIT_GEMM_LEVEL(baseline, , false, 16, 4, 2)                     // 8 of 16
@@ -217,30 +217,51 @@ void set_plain_loops(bool plain) { use_plain.store(plain); }
 
 bool plain_loops() { return use_plain.load(); }
 
+namespace {
+
+// C += A B with A's element (m, k) at A[m * sm + k * sk]: rows of A (sk = 1) or of A^T (sm = 1).
 template <typename Real>
-void gemm_accumulate(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B,
-                     int64_t ldb, int64_t M, int64_t N, int64_t K) {
+void gemm_strided(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk, const Real* B,
+                  int64_t ldb, int64_t M, int64_t N, int64_t K) {
     (void)isa_initialized;
     if (M <= 0 || N <= 0 || K <= 0) return;
     const bool plain = use_plain.load(std::memory_order_relaxed);
     switch (current_isa.load(std::memory_order_relaxed)) {
 #if RNNKIT_X86
         case Isa::Avx512:
-            if (plain) return avx512_plain(C, ldc, A, lda, B, ldb, M, N, K);
-            return avx512_tiled(C, ldc, A, lda, B, ldb, M, N, K);
+            if (plain) return avx512_plain(C, ldc, A, sm, sk, B, ldb, M, N, K);
+            return avx512_tiled(C, ldc, A, sm, sk, B, ldb, M, N, K);
         case Isa::Avx2:
-            if (plain) return avx2_plain(C, ldc, A, lda, B, ldb, M, N, K);
-            return avx2_tiled(C, ldc, A, lda, B, ldb, M, N, K);
+            if (plain) return avx2_plain(C, ldc, A, sm, sk, B, ldb, M, N, K);
+            return avx2_tiled(C, ldc, A, sm, sk, B, ldb, M, N, K);
 #endif
         default:
-            if (plain) return baseline_plain(C, ldc, A, lda, B, ldb, M, N, K);
-            return baseline_tiled(C, ldc, A, lda, B, ldb, M, N, K);
+            if (plain) return baseline_plain(C, ldc, A, sm, sk, B, ldb, M, N, K);
+            return baseline_tiled(C, ldc, A, sm, sk, B, ldb, M, N, K);
     }
+}
+
+}  // namespace
+
+template <typename Real>
+void gemm_accumulate(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B,
+                     int64_t ldb, int64_t M, int64_t N, int64_t K) {
+    gemm_strided(C, ldc, A, lda, int64_t(1), B, ldb, M, N, K);
+}
+
+template <typename Real>
+void gemm_accumulate_at(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B,
+                        int64_t ldb, int64_t M, int64_t N, int64_t K) {
+    gemm_strided(C, ldc, A, int64_t(1), lda, B, ldb, M, N, K);
 }
 
 template void gemm_accumulate(float*, int64_t, const float*, int64_t, const float*, int64_t,
                               int64_t, int64_t, int64_t);
 template void gemm_accumulate(double*, int64_t, const double*, int64_t, const double*, int64_t,
                               int64_t, int64_t, int64_t);
+template void gemm_accumulate_at(float*, int64_t, const float*, int64_t, const float*, int64_t,
+                                 int64_t, int64_t, int64_t);
+template void gemm_accumulate_at(double*, int64_t, const double*, int64_t, const double*,
+                                 int64_t, int64_t, int64_t, int64_t);
 
 }  // namespace rnnkit

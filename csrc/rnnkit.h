@@ -54,6 +54,11 @@ template <typename Real>
 void gemm_accumulate(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B,
                      int64_t ldb, int64_t M, int64_t N, int64_t K);
 
+// C (M, N) += A^T B for A stored (K, M) with row stride lda: the same sums, in the same order.
+template <typename Real>
+void gemm_accumulate_at(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B,
+                        int64_t ldb, int64_t M, int64_t N, int64_t K);
+
 // The instruction-set level gemm_accumulate runs at: the best the CPU has unless set_isa chose
 // a lower one. AVX2 and AVX-512 fuse each multiply-add (one rounding); Baseline does not.
 enum class Isa { Baseline = 0, Avx2 = 1, Avx512 = 2 };
