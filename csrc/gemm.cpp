@@ -128,6 +128,18 @@ RNNKIT_INLINE void gemm_rows(Real* C, int64_t ldc, const Real* A, int64_t sm, in
     gemm_rows_tail<Fma, Real, (VB > 16 ? VB / 2 : VB), MR>(C, ldc, A, sm, sk, B, ldb, j, N, K);
 }
 
+// The left < R + 1 rows after the full row tiles, as one tile of `left` rows.
+template <bool Fma, typename Real, int VB, int R, int NV>
+RNNKIT_INLINE void gemm_rows_left(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk,
+                                  const Real* B, int64_t ldb, int64_t left, int64_t N, int64_t K) {
+    if constexpr (R > 0) {
+        if (left == R)
+            gemm_rows<Fma, Real, VB, R, NV>(C, ldc, A, sm, sk, B, ldb, N, K);
+        else
+            gemm_rows_left<Fma, Real, VB, R - 1, NV>(C, ldc, A, sm, sk, B, ldb, left, N, K);
+    }
+}
+
 // C += A B in blocks that stay in cache: a block of KC rows of B and one panel of its columns
 // (24 KiB, copied to a contiguous buffer so that its rows do not collide in the cache's sets)
 // is used by every row tile before the next. Each C[m, j] is still summed over k in increasing
@@ -139,10 +151,11 @@ RNNKIT_INLINE void gemm_tiled(Real* C, int64_t ldc, const Real* A, int64_t sm, i
     constexpr int64_t panel = NV * L;
     constexpr int64_t KC = (24 * 1024) / (NV * VB);
     if (M < MR) {
-        // a single row streams B once: no blocking; twice the columns per tile, since a single
-        // row has a quarter of the accumulators per column
+        // a few rows stream B once: no blocking; single rows take four times the columns per
+        // tile (a row of B in one pass for H up to 16 vectors), since they have a quarter (or
+        // less) of the accumulators per column
         for (int64_t m = 0; m < M; ++m)
-            gemm_rows<Fma, Real, VB, 1, 2 * NV>(C + m * ldc, ldc, A + m * sm, sm, sk, B, ldb, N, K);
+            gemm_rows<Fma, Real, VB, 1, 4 * NV>(C + m * ldc, ldc, A + m * sm, sm, sk, B, ldb, N, K);
         return;
     }
     alignas(64) Real packed[KC * panel];
@@ -161,16 +174,17 @@ RNNKIT_INLINE void gemm_tiled(Real* C, int64_t ldc, const Real* A, int64_t sm, i
             for (; m + MR <= M; m += MR)
                 gemm_rows<Fma, Real, VB, MR, NV>(Cp + m * ldc, ldc, Ap + m * sm, sm, sk, packed, nc,
                                                  nc, kc);
-            for (; m < M; ++m)
-                gemm_rows<Fma, Real, VB, 1, 2 * NV>(Cp + m * ldc, ldc, Ap + m * sm, sm, sk, packed,
-                                                    nc, nc, kc);
+            // the rows left, in one tile of as many rows
+            gemm_rows_left<Fma, Real, VB, MR - 1, NV>(Cp + m * ldc, ldc, Ap + m * sm, sm, sk,
+                                                      packed, nc, M - m, nc, kc);
         }
     }
 }
 
 // The three compilations of each loop, each with its tile: MR rows by NV vectors of C in
-// registers (MR x NV accumulators; the rest of the register file holds B's vectors and A). The bodies above are always inlined, so each is
-// generated with the instruction set of the function it lands in.
+// registers (MR x NV accumulators; the rest of the register file holds B's vectors and A).
+// The bodies above are always inlined, so each is generated with the instruction set of the
+// function it lands in.
 #define RNNKIT_GEMM_LEVEL(name, attributes, Fma, VB, MR, NV)                                              \
     template <typename Real>                                                                   \
     attributes void name##_tiled(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk,             \
