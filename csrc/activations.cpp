@@ -60,8 +60,9 @@ RNNKIT_LANES vd exp_nonpositive(vd z) {
     odd = odd * rr + 1.0 / 6.0;
     odd = odd * rr + 1.0;
     const vd er = even + r * odd;
-    // 2^n from its exponent bits; below 2^-1000 in two factors, so that a subnormal result
-    // is rounded once, by the last multiplication
+    // 2^n from its exponent bits; below 2^-1000 in two factors, so that the first product
+    // stays normal (a result below 2^-1022 may be rounded twice: an error far below any
+    // value the recurrence can use)
     vl ni, magic_bits;                                 // n as an integer: the low mantissa bits
     std::memcpy(&ni, &shifted, sizeof ni);
     std::memcpy(&magic_bits, &magic, sizeof magic_bits);
@@ -154,8 +155,6 @@ RNNKIT_LANES vf sigmoid_lanes(vf a) {
 
 enum class Function { Tanh, Sigmoid };
 
-// f(x) in place for L lanes at p. Direct calls only (no function pointer or lambda), so that
-// every helper is inlined into the instruction set of the function that uses it.
 // f(x) in place for the 64 bytes of lanes at p (8 doubles or 16 floats). Direct calls only
 // (no function pointer or lambda), so that every helper is inlined into the instruction set
 // of the function that uses it.

@@ -2,7 +2,8 @@
 //
 // The products run through gemm_accumulate (gemm.cpp), batched where the recurrence allows:
 // the input projection of every step at once, then one product per step for all records; the
-// weight gradients as one product over all steps and records once the deltas are known.
+// weight gradients as one product over all steps and records once the deltas are known (record
+// by record when truncation leaves the early steps without gradient).
 // Records are split across threads in the forward pass and the backward sweep, rows of the
 // weight gradients in their accumulation, so that every output element is computed on one
 // thread in a fixed order: results do not depend on the thread count.
@@ -47,7 +48,8 @@ void times_activation_derivative(Real* delta, const Real* dh, const Real* h, int
             for (int64_t j = 0; j < n; ++j) delta[j] = dh[j] * (h[j] * (Real(1) - h[j]));
             break;
         case Activation::Relu:
-            for (int64_t j = 0; j < n; ++j) delta[j] = dh[j] * Real(h[j] > Real(0));
+            // 1 unless h <= 0, as torch: a NaN state passes its NaN on
+            for (int64_t j = 0; j < n; ++j) delta[j] = dh[j] * Real(!(h[j] <= Real(0)));
             break;
     }
 }
@@ -215,7 +217,7 @@ double elman_backward(Real* grad, const Real* X, const Real* Y, const Real* h0,
     }
 
     // Phase 1, records independent: walk back through time, collecting in Delta[n, s] the
-    // gradient that reaches a_s from every loss term, then transpose each record's Delta.
+    // gradient that reaches a_s from every loss term, then pack h_{s-1} and x_s for phase 2.
     parallel_for(N, min_rows_per_thread(T, H), [&](int64_t n0, int64_t n1) {
         const int64_t rows = n1 - n0;
         Real* dh_r = dh + n0 * Hp;

@@ -56,7 +56,10 @@ RNNKIT_INLINE void gemm_plain(Real* C, int64_t ldc, const Real* A, int64_t sm, i
     }
 }
 
-// C[0:MR, 0:NV*L] += A[0:MR, :] B[:, 0:NV*L] with the block of C in registers.
+// C[0:MR, 0:NV*L] += A[0:MR, :] B[:, 0:NV*L] with the block of C in registers. `acc += a * b`
+// on vectors becomes one fused instruction because this file is compiled -ffp-contract=fast
+// (GCC and Clang contract it at -O3 wherever the target has FMA); the tests check that this
+// rounds exactly like madd() in the plain loop at every level.
 template <typename Real, int VB, int MR, int NV>
 RNNKIT_INLINE void gemm_tile(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk, const Real* B,
                              int64_t ldb, int64_t K) {
@@ -151,9 +154,9 @@ RNNKIT_INLINE void gemm_tiled(Real* C, int64_t ldc, const Real* A, int64_t sm, i
     constexpr int64_t panel = NV * L;
     constexpr int64_t KC = (24 * 1024) / (NV * VB);
     if (M < MR) {
-        // a few rows stream B once: no blocking; single rows take four times the columns per
-        // tile (a row of B in one pass for H up to 16 vectors), since they have a quarter (or
-        // less) of the accumulators per column
+        // fewer rows than a tile: each streams B on its own, without blocking, four times the
+        // columns per tile (at AVX-512 a padded row of B up to 16 vectors in one pass), since a
+        // single row has a quarter (or less) of a tile's accumulators per column
         for (int64_t m = 0; m < M; ++m)
             gemm_rows<Fma, Real, VB, 1, 4 * NV>(C + m * ldc, ldc, A + m * sm, sm, sk, B, ldb, N, K);
         return;

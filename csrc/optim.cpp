@@ -26,7 +26,8 @@ template <typename Real>
 void clip_gradient(Real* grad, int64_t P, double norm, std::optional<double> clip_norm,
                    std::optional<double> clip_value) {
     if (clip_norm) {
-        const Real scale = Real(std::min(1.0, *clip_norm / (norm + 1e-6)));
+        const double coef = *clip_norm / (norm + 1e-6);
+        const Real scale = Real(coef < 1.0 || std::isnan(coef) ? coef : 1.0);  // NaN stays
         for (int64_t i = 0; i < P; ++i) grad[i] *= scale;
     }
     if (clip_value) {
@@ -57,6 +58,8 @@ void adam_step(Real* params, Real* exp_avg, Real* exp_avg_sq, const Real* grad, 
                double weight_decay) {
     const double s = double(step);
     const Real one_minus_beta1 = Real(1.0 - beta1), b2 = Real(beta2);
+    const bool lerp_from_start = 1.0 - beta1 < 0.5;
+    const Real beta1_again = Real(1.0 - (1.0 - beta1));
     const Real one_minus_beta2 = Real(1.0 - beta2);
     const Real step_size = Real(lr / (1.0 - std::pow(beta1, s)));
     const Real bias_correction2_sqrt = Real(std::sqrt(1.0 - std::pow(beta2, s)));
@@ -64,7 +67,10 @@ void adam_step(Real* params, Real* exp_avg, Real* exp_avg_sq, const Real* grad, 
     const bool decay = weight_decay != 0.0;
     for (int64_t i = 0; i < P; ++i) {
         const Real g = decay ? grad[i] + wd * params[i] : grad[i];
-        exp_avg[i] += one_minus_beta1 * (g - exp_avg[i]);
+        if (lerp_from_start)   // torch.lerp's two forms
+            exp_avg[i] += one_minus_beta1 * (g - exp_avg[i]);
+        else
+            exp_avg[i] = g - (g - exp_avg[i]) * beta1_again;
         exp_avg_sq[i] = exp_avg_sq[i] * b2 + one_minus_beta2 * (g * g);
         const Real denom = std::sqrt(exp_avg_sq[i]) / bias_correction2_sqrt + epsilon;
         params[i] -= step_size * (exp_avg[i] / denom);

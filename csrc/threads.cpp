@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -16,7 +17,7 @@ namespace {
 int initial_threads() {
     if (const char* env = std::getenv("RNNKIT_NUM_THREADS")) {
         const int n = std::atoi(env);
-        if (n >= 1) return n;
+        if (n >= 1) return std::min(n, 1024);
     }
     return int(std::max(1u, std::thread::hardware_concurrency()));
 }
@@ -40,9 +41,16 @@ void parallel_for(int64_t n, int64_t min_chunk, const std::function<void(int64_t
     std::vector<std::thread> workers;
     workers.reserve(size_t(chunks - 1));
     const auto bound = [&](int64_t c) { return n * c / chunks; };
-    for (int64_t c = 1; c < chunks; ++c)
-        workers.emplace_back([&fn, lo = bound(c), hi = bound(c + 1)] { fn(lo, hi); });
+    int64_t c = 1;
+    try {
+        for (; c < chunks; ++c)
+            workers.emplace_back([&fn, lo = bound(c), hi = bound(c + 1)] { fn(lo, hi); });
+    } catch (const std::system_error&) {
+        // no thread to be had (a process limit): the chunks not started run here instead;
+        // each output element is still computed once, in the same order
+    }
     fn(0, bound(1));
+    for (; c < chunks; ++c) fn(bound(c), bound(c + 1));
     for (auto& w : workers) w.join();
 }
 

@@ -383,3 +383,39 @@ def test_tiled_loops_equal_plain_loops_with_long_products(core_settings, isa):
         out, hs, _ = _core.forward(X, h0, params, **spec, return_sequences=True)
         grads.append(_core.backward(X, Y, h0, params, hs, out, **spec, bptt_truncate=None)[1])
     assert np.array_equal(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("backend", [ref, _core], ids=["reference", "cpp"])
+def test_clip_norm_of_a_nan_gradient_stays_nan(backend):
+    """As torch.nn.utils.clip_grad_norm_ (clamp keeps NaN): a NaN norm does not leave the
+    finite elements looking trustworthy."""
+    g = np.array([1.0, np.nan, 3.0])
+    norm = backend.clip(g, 1.0, None)
+    assert np.isnan(norm) and np.all(np.isnan(g))
+
+
+@pytest.mark.parametrize("backend", [ref, _core], ids=["reference", "cpp"])
+def test_relu_gradient_passes_a_nan_state_on(backend):
+    """f'(a) for relu is 1 unless h <= 0 (as torch), so a NaN hidden state is not zeroed."""
+    X = np.ones((1, 2, 1))
+    params = np.array([1.0, 1.0, 1.0])                    # U, W, V with H = 1, no bias
+    hs = np.array([[[np.nan], [np.nan]]])
+    out = np.array([[np.nan]])
+    grad = backend.backward(X, np.zeros((1, 1)), None, params, hs, out, 1, 1, False, "relu",
+                            None)[1]
+    assert np.all(np.isnan(grad))
+
+
+def test_adam_first_moment_follows_torch_lerp_for_small_beta1():
+    """torch.lerp switches to end - (end - start) (1 - weight) when weight >= 0.5, i.e. for
+    beta1 <= 0.5; both backends do the same, bit for bit in float64."""
+    rng = np.random.default_rng(8)
+    p0, g, m0, v0 = (rng.normal(size=32) for _ in range(4))
+    v0 = np.abs(v0)
+    results = []
+    for backend in (ref, _core):
+        p, m, v = p0.copy(), m0.copy(), v0.copy()
+        backend.adam_step(p, g, m, v, 3, 0.01, 0.3, 0.999, 1e-8, 0.0)
+        np.testing.assert_array_equal(m, g - (g - m0) * (1 - (1 - 0.3)))
+        results.append(p)
+    np.testing.assert_array_equal(results[0], results[1])

@@ -53,7 +53,8 @@ def activate(a: np.ndarray, activation: str) -> np.ndarray:
 
 
 def activation_derivative(h: np.ndarray, activation: str) -> np.ndarray:
-    """f'(a_t) written in terms of h_t = f(a_t): tanh 1 - h², sigmoid h (1 - h), relu [h > 0]."""
+    """f'(a_t) written in terms of h_t = f(a_t): tanh 1 - h², sigmoid h (1 - h), relu [h > 0]
+    (as torch: 1 unless h <= 0, so a NaN state passes its NaN on)."""
     d: np.ndarray
     if activation == "tanh":
         d = 1 - h * h
@@ -62,7 +63,7 @@ def activation_derivative(h: np.ndarray, activation: str) -> np.ndarray:
         d = h * (1 - h)
         return d
     if activation == "relu":
-        return (h > 0).astype(h.dtype)
+        return (~(h <= 0)).astype(h.dtype)
     raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
 
 
@@ -204,7 +205,8 @@ def clip(grad: np.ndarray, clip_norm: Optional[float], clip_value: Optional[floa
     """
     norm = float(np.sqrt(np.sum(np.square(grad, dtype=np.float64))))    # summed in float64
     if clip_norm is not None:
-        grad *= min(1.0, clip_norm / (norm + 1e-6))
+        coef = clip_norm / (norm + 1e-6)
+        grad *= coef if (coef < 1.0 or math.isnan(coef)) else 1.0   # torch.clamp: NaN stays
     if clip_value is not None:
         np.clip(grad, -clip_value, clip_value, out=grad)
     return norm
@@ -236,10 +238,15 @@ def adam_step(params: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray,
 
         g = grad + weight_decay * params
         m = m + (1 - beta1) (g - m)                 v = beta2 v + (1 - beta2) g²
+        (m as torch.lerp computes it: g - (g - m) beta1 when 1 - beta1 >= 0.5)
         params -= lr / (1 - beta1^step) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps)
     """
     g = grad + weight_decay * params if weight_decay != 0 else grad
-    exp_avg += (1 - beta1) * (g - exp_avg)
+    weight = 1 - beta1                  # torch's lerp, in its two forms
+    if weight < 0.5:
+        exp_avg += weight * (g - exp_avg)
+    else:
+        exp_avg[...] = g - (g - exp_avg) * (1 - weight)
     exp_avg_sq *= beta2
     exp_avg_sq += (1 - beta2) * (g * g)
     step_size = lr / (1 - beta1 ** step)
