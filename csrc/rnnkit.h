@@ -166,7 +166,7 @@ struct EpochResult {
 
 // One epoch: minibatches of batch_size records taken from X/Y in `order`, each from h0 = 0:
 // forward, loss, truncated gradient, clip, update. Writes each minibatch's loss (before its
-// update) into losses. After each update, keep_going(batches done) (if given) may stop the
+// update) into losses. Between minibatches, keep_going(batches done) (if given) may stop the
 // epoch; the parameters are then those after the last update, never half-updated.
 template <typename Real>
 EpochResult train_epoch(double* losses,            // (ceil(n_order / batch_size),) out

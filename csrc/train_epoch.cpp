@@ -50,7 +50,9 @@ EpochResult train_epoch(double* losses, Real* params, Real* momentum_buffer, Rea
             adam_step(params, exp_avg, exp_avg_sq, grad.data(), P, step, optimizer.lr,
                       optimizer.beta1, optimizer.beta2, optimizer.eps, optimizer.weight_decay);
         }
-        if (keep_going && !keep_going(batch + 1)) return {batch + 1, step, EpochStatus::Stopped};
+        // between minibatches only: after the last one the epoch is complete
+        if (keep_going && start + nb < n_order && !keep_going(batch + 1))
+            return {batch + 1, step, EpochStatus::Stopped};
     }
     // (n_order - 1) / batch_size + 1 batches, written so that a huge batch_size cannot overflow
     return {n_order == 0 ? 0 : (n_order - 1) / batch_size + 1, step, EpochStatus::Completed};

@@ -419,3 +419,21 @@ def test_adam_first_moment_follows_torch_lerp_for_small_beta1():
         np.testing.assert_array_equal(m, g - (g - m0) * (1 - (1 - 0.3)))
         results.append(p)
     np.testing.assert_array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("backend", [ref, _core], ids=["reference", "cpp"])
+def test_an_epoch_whose_updates_all_ran_is_complete(backend):
+    """The stop check runs between minibatches only: once the last update is applied the epoch
+    is complete (so fit records it), whatever the callback would say."""
+    rng = np.random.default_rng(4)
+    params, X, Y, _ = make_problem(rng, 3, 4, 1, 3, 1, True, False, np.float64, False)
+    calls = []
+
+    def stop(done):
+        calls.append(done)
+        return False
+
+    losses, step, status, error = backend.train_epoch(
+        X, Y, params.copy(), np.arange(3), 3, 3, 1, True, "tanh", None, None, None, "sgd",
+        0.1, 0.0, 0.0, 0.0, 0.0, 0.0, None, None, None, 0, callback=stop)
+    assert (status, error, step, losses.shape, calls) == ("completed", None, 1, (1,), [])

@@ -268,9 +268,9 @@ def train_epoch(X: np.ndarray, Y: np.ndarray, params: np.ndarray, order: np.ndar
     forward, loss, truncated gradient, clip, update (``optimizer`` "sgd" or "adam").
 
     ``params`` and the optimizer state are updated in place. ``step`` counts the updates made
-    so far (Adam's bias correction reads it). After each update ``callback(batches_done)``, if
+    so far (Adam's bias correction reads it). Between minibatches ``callback(batches_done)``, if
     given, may return False to stop the epoch (the C++ core calls it after the first minibatch,
-    then at most every 50 ms).
+    then at most every 50 ms); after the last one the epoch is complete.
 
     Returns ``(losses, step, status, error)``: the loss of each minibatch whose update was
     applied (computed before it), the step count after them, and how the epoch ended:
@@ -315,6 +315,8 @@ def train_epoch(X: np.ndarray, Y: np.ndarray, params: np.ndarray, order: np.ndar
                           weight_decay)
             losses.append(loss)
             buffer[len(losses) - 1] = loss
+            if start + batch_size >= len(order):   # the last minibatch: the epoch is complete
+                break
             if guard.requested:
                 return buffer[:len(losses)], step, "stopped", KeyboardInterrupt()
             if callback is not None:
