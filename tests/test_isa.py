@@ -25,7 +25,7 @@ def run(*args):
                           text=True, timeout=300)
 
 
-def test_build_tree_has_avx_only_in_target_clones():
+def test_build_tree_has_avx_only_in_per_level_functions():
     build = ROOT / "build"
     if not list(build.glob("_core*.so")):
         pytest.skip("no editable build tree in ./build (CI checks the wheel's build instead)")
@@ -34,7 +34,7 @@ def test_build_tree_has_avx_only_in_target_clones():
     assert "all in the avx2/avx512 per-level functions" in proc.stdout
 
 
-def test_checker_catches_avx_outside_a_clone(tmp_path):
+def test_checker_catches_avx_outside_a_per_level_function(tmp_path):
     cxx = shutil.which("g++") or shutil.which("c++")
     if cxx is None:
         pytest.skip("no C++ compiler")
