@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cells.h"
 #include "rnnkit.h"
 
 namespace py = pybind11;
@@ -173,9 +174,25 @@ int64_t truncation(std::optional<int64_t> bptt_truncate) {
     return *bptt_truncate;
 }
 
+rnnkit::Cell parse_cell(const std::string& name) {
+#define RNNKIT_PARSE_CELL(Enum, Struct, text) \
+    if (name == text) return rnnkit::Cell::Enum;
+    RNNKIT_CELLS(RNNKIT_PARSE_CELL)
+#undef RNNKIT_PARSE_CELL
+    std::string names;
+#define RNNKIT_CELL_NAME(Enum, Struct, text) names += std::string(names.empty() ? "" : ", ") + "'" + text + "'";
+    RNNKIT_CELLS(RNNKIT_CELL_NAME)
+#undef RNNKIT_CELL_NAME
+    throw py::value_error("cell must be one of " + names + ", got '" + name + "'");
+}
+
 // The sizes of a batch: X is (N, T, I) with N, T, I >= 1; params must then be (P,).
 struct Sizes {
-    int64_t N, T, I, H, O, P;
+    int64_t N, T, P;
+    rnnkit::Net net;
+    int64_t state;  // L·S·H: the scalars of one record's state
+    int64_t cache;  // C·H: the scalars of one step's cache in one layer
+    int64_t L() const { return net.L; }
 };
 
 // The most scalars any one buffer may hold: byte sizes (8 per scalar) and the sums of the
@@ -192,28 +209,67 @@ int64_t mul_size(int64_t a, int64_t b, const std::string& what) {
 }
 
 template <typename Real>
-Sizes batch_sizes(const CArray<Real>& X, int64_t hidden_size, int64_t output_size, bool bias) {
-    Sizes s{X.shape(0), X.shape(1), X.shape(2), check_size(hidden_size, "hidden_size"),
-            check_size(output_size, "output_size"), 0};
-    if (s.N < 1 || s.T < 1 || s.I < 1)
+Sizes batch_sizes(const CArray<Real>& X, int64_t hidden_size, int64_t output_size, bool bias,
+                  const std::string& activation, const std::string& cell, int64_t num_layers) {
+    Sizes s{X.shape(0), X.shape(1), 0,
+            rnnkit::Net{parse_cell(cell), X.shape(2), check_size(hidden_size, "hidden_size"),
+                        check_size(output_size, "output_size"),
+                        check_size(num_layers, "num_layers"), bias,
+                        parse_activation(activation)},
+            0, 0};
+    if (s.N < 1 || s.T < 1 || s.net.I < 1)
         throw py::value_error("X must have shape (N, T, I) with N, T, I >= 1, got " +
                               shape_of(X));
     // Every buffer the kernels use is at most one of these (see forward/backward_work_size);
     // each is checked before anything is allocated.
-    const std::string sizes = " (input_size=" + std::to_string(s.I) + ", hidden_size=" +
-                              std::to_string(s.H) + ", output_size=" + std::to_string(s.O) + ")";
-    const int64_t HI = mul_size(s.H, s.I, "U" + sizes), HH = mul_size(s.H, s.H, "W" + sizes);
-    const int64_t OH = mul_size(s.O, s.H, "V" + sizes);
-    s.P = mul_size(1, HI + HH + OH + (bias ? s.H + s.O : 0), "params" + sizes);
+    const rnnkit::Net& n = s.net;
+    const rnnkit::CellSizes cs = rnnkit::cell_sizes(n.cell);
+    const std::string sizes = " (input_size=" + std::to_string(n.I) + ", hidden_size=" +
+                              std::to_string(n.H) + ", output_size=" + std::to_string(n.O) +
+                              ", num_layers=" + std::to_string(n.L) + ")";
+    const int64_t GH = mul_size(cs.gates, n.H, "W" + sizes);
+    const int64_t HH = mul_size(GH, n.H, "W" + sizes);
+    const int64_t HI = mul_size(GH, std::max(n.I, n.H), "U" + sizes);
+    mul_size(n.O, n.H, "V" + sizes);
+    mul_size(n.L, HI + HH + 2 * GH + n.O, "params" + sizes);
+    s.P = rnnkit::param_count(n);
+    s.state = mul_size(n.L * cs.state, n.H, "h0 (N, L*S*H)");
+    s.cache = cs.cache * n.H;
     const int64_t NT = mul_size(s.N, s.T, "X");
-    mul_size(NT, s.H, "hidden_states (N, T, H)");
-    mul_size(NT, s.O, "outputs (N, T, O)");
+    mul_size(mul_size(NT, n.L, "hidden_states (L, N, T, C*H)"), s.cache,
+             "hidden_states (L, N, T, C*H)");
+    mul_size(NT, GH, "the gate projections (N, T, G*H)");
+    mul_size(NT, n.O, "outputs (N, T, O)");
+    mul_size(s.N, s.state, "final_state (N, L*S*H)");
     return s;
+}
+
+// hidden_states' shape: (N, T, C·H) for one layer, (L, N, T, C·H) for several.
+std::vector<int64_t> cache_shape(const Sizes& s) {
+    if (s.L() == 1) return {s.N, s.T, s.cache};
+    return {s.L(), s.N, s.T, s.cache};
+}
+
+// lengths: None, or an int64 array (N,) with values in [1, T].
+std::optional<CArray<int64_t>> lengths_array(const py::object& obj, const Sizes& s) {
+    if (obj.is_none()) return std::nullopt;
+    if (!py::isinstance<py::array_t<int64_t>>(obj))
+        throw py::type_error("lengths must be None or a numpy array of int64, got " +
+                             type_of(obj));
+    auto lengths = input_array<int64_t>(obj, "lengths", {s.N});
+    const int64_t* l = lengths.data();
+    for (int64_t n = 0; n < s.N; ++n)
+        if (l[n] < 1 || l[n] > s.T)
+            throw py::value_error("lengths must hold values in [1, T] = [1, " +
+                                  std::to_string(s.T) + "], got " + std::to_string(l[n]) +
+                                  " at position " + std::to_string(n));
+    return lengths;
 }
 
 template <typename Real>
 std::vector<int64_t> y_shape(const Sizes& s, bool return_sequences) {
-    return return_sequences ? std::vector<int64_t>{s.N, s.T, s.O} : std::vector<int64_t>{s.N, s.O};
+    return return_sequences ? std::vector<int64_t>{s.N, s.T, s.net.O}
+                            : std::vector<int64_t>{s.N, s.net.O};
 }
 
 // Calls fn.template operator()<Real>() for the dtype of `params` (float32 or float64).
@@ -249,33 +305,34 @@ std::string fma_peak_isa() {
 
 py::tuple forward(const py::object& X_, const py::object& h0_, const py::object& params_,
                   int64_t hidden_size, int64_t output_size, bool bias,
-                  const std::string& activation, bool return_sequences) {
+                  const std::string& activation, bool return_sequences, const std::string& cell,
+                  int64_t num_layers, const py::object& lengths_) {
     return dispatch(params_, [&](auto zero) -> py::tuple {
         using Real = decltype(zero);
-        const Activation act = parse_activation(activation);
         auto X = input_array<Real>(X_, "X", {-1, -1, -1});
-        const Sizes s = batch_sizes(X, hidden_size, output_size, bias);
+        const Sizes s = batch_sizes(X, hidden_size, output_size, bias, activation, cell,
+                                    num_layers);
         auto params = input_array<Real>(params_, "params", {s.P});
         std::optional<CArray<Real>> h0;
-        if (!h0_.is_none()) h0 = input_array<Real>(h0_, "h0", {s.N, s.H});
-        auto hidden_states = output_array<Real>("hidden_states", {s.N, s.T, s.H});
+        if (!h0_.is_none()) h0 = input_array<Real>(h0_, "h0", {s.N, s.state});
+        auto lengths = lengths_array(lengths_, s);
+        auto hidden_states = output_array<Real>("hidden_states", cache_shape(s));
         auto outputs = output_array<Real>("outputs", y_shape<Real>(s, return_sequences));
-        auto final_state = output_array<Real>("final_state", {s.N, s.H});
-        auto work = scratch<Real>(rnnkit::forward_work_size(s.N, s.I, s.H, s.O), "forward");
+        auto final_state = output_array<Real>("final_state", {s.N, s.state});
+        auto work = scratch<Real>(rnnkit::forward_work_size(s.N, s.T, s.net), "forward");
         Real* hs = hidden_states.mutable_data();
         Real* ys = outputs.mutable_data();
         Real* hT = final_state.mutable_data();
         const Real* x = X.data();
         const Real* h0p = h0 ? h0->data() : nullptr;
         const Real* p = params.data();
+        const int64_t* len = lengths ? lengths->data() : nullptr;
         {
             // Safe without the GIL: every array above is owned by this frame, converted and
             // checked; the kernel touches no Python object.
             py::gil_scoped_release release;
-            rnnkit::elman_forward(hs, ys, x, h0p, p, s.N, s.T, s.I, s.H, s.O, bias, act,
-                                  return_sequences, work.data());
-            for (int64_t n = 0; n < s.N; ++n)
-                std::copy(hs + (n * s.T + s.T - 1) * s.H, hs + (n * s.T + s.T) * s.H, hT + n * s.H);
+            rnnkit::network_forward(hs, ys, hT, x, h0p, p, len, s.N, s.T, s.net,
+                                    return_sequences, work.data());
         }
         return py::make_tuple(outputs, hidden_states, final_state);
     });
@@ -285,35 +342,38 @@ py::tuple backward(const py::object& X_, const py::object& Y_, const py::object&
                    const py::object& params_, const py::object& hidden_states_,
                    const py::object& outputs_, int64_t hidden_size, int64_t output_size,
                    bool bias, const std::string& activation,
-                   std::optional<int64_t> bptt_truncate) {
+                   std::optional<int64_t> bptt_truncate, const std::string& cell,
+                   int64_t num_layers, const py::object& lengths_) {
     return dispatch(params_, [&](auto zero) -> py::tuple {
         using Real = decltype(zero);
-        const Activation act = parse_activation(activation);
         const int64_t k = truncation(bptt_truncate);
         auto X = input_array<Real>(X_, "X", {-1, -1, -1});
-        const Sizes s = batch_sizes(X, hidden_size, output_size, bias);
+        const Sizes s = batch_sizes(X, hidden_size, output_size, bias, activation, cell,
+                                    num_layers);
         auto params = input_array<Real>(params_, "params", {s.P});
         const bool return_sequences =
             py::isinstance<py::array>(Y_) && py::reinterpret_borrow<py::array>(Y_).ndim() == 3;
         auto Y = input_array<Real>(Y_, "Y", y_shape<Real>(s, return_sequences));
-        auto hidden_states = input_array<Real>(hidden_states_, "hidden_states", {s.N, s.T, s.H});
+        auto hidden_states = input_array<Real>(hidden_states_, "hidden_states", cache_shape(s));
         auto outputs = input_array<Real>(outputs_, "outputs", y_shape<Real>(s, return_sequences));
         std::optional<CArray<Real>> h0;
-        if (!h0_.is_none()) h0 = input_array<Real>(h0_, "h0", {s.N, s.H});
+        if (!h0_.is_none()) h0 = input_array<Real>(h0_, "h0", {s.N, s.state});
+        auto lengths = lengths_array(lengths_, s);
         auto grad = output_array<Real>("grad", {s.P});
         auto work = scratch<Real>(
-            rnnkit::backward_work_size(s.N, s.T, s.I, s.H, s.O, return_sequences), "backward");
+            rnnkit::backward_work_size(s.N, s.T, s.net, return_sequences), "backward");
         Real* g = grad.mutable_data();
         const Real *x = X.data(), *y = Y.data(), *p = params.data();
         const Real *hs = hidden_states.data(), *ys = outputs.data();
         const Real* h0p = h0 ? h0->data() : nullptr;
+        const int64_t* len = lengths ? lengths->data() : nullptr;
         double loss;
         {
             // Safe without the GIL: see forward.
             py::gil_scoped_release release;
             rnnkit::zero_buffer(g, s.P);
-            loss = rnnkit::elman_backward(g, x, y, h0p, p, hs, ys, s.N, s.T, s.I, s.H, s.O, bias,
-                                          act, return_sequences, k, work.data());
+            loss = rnnkit::network_backward(g, x, y, h0p, p, hs, ys, len, s.N, s.T, s.net,
+                                            return_sequences, k, work.data());
         }
         return py::make_tuple(loss, grad);
     });
@@ -321,23 +381,25 @@ py::tuple backward(const py::object& X_, const py::object& Y_, const py::object&
 
 py::array forecast(const py::object& X_, const py::object& h0_, const py::object& params_,
                    int64_t hidden_size, int64_t output_size, bool bias,
-                   const std::string& activation, int64_t steps) {
+                   const std::string& activation, int64_t steps, const std::string& cell,
+                   int64_t num_layers) {
     if (steps < 1)
         throw py::value_error("steps must be an integer >= 1, got " + std::to_string(steps));
     return dispatch(params_, [&](auto zero) -> py::array {
         using Real = decltype(zero);
-        const Activation act = parse_activation(activation);
         auto X = input_array<Real>(X_, "X", {-1, -1, -1});
-        const Sizes s = batch_sizes(X, hidden_size, output_size, bias);
-        if (s.I != s.O)
+        const Sizes s = batch_sizes(X, hidden_size, output_size, bias, activation, cell,
+                                    num_layers);
+        if (s.net.I != s.net.O)
             throw py::value_error("forecast feeds each prediction back as the next input, so "
-                                  "X must have output_size = " + std::to_string(s.O) +
+                                  "X must have output_size = " + std::to_string(s.net.O) +
                                   " features per step, got X of shape " + shape_of(X));
         auto params = input_array<Real>(params_, "params", {s.P});
         std::optional<CArray<Real>> h0;
-        if (!h0_.is_none()) h0 = input_array<Real>(h0_, "h0", {s.N, s.H});
-        py::array_t<Real> forecasts({s.N, steps, s.O});
-        std::vector<Real> work(size_t(rnnkit::forecast_work_size(s.N, s.T, s.I, s.H, s.O)));
+        if (!h0_.is_none()) h0 = input_array<Real>(h0_, "h0", {s.N, s.state});
+        mul_size(s.N, steps, "forecasts (N, steps, O)");
+        auto forecasts = output_array<Real>("forecasts", {s.N, steps, s.net.O});
+        auto work = scratch<Real>(rnnkit::forecast_work_size(s.N, s.T, s.net), "forecast");
         Real* f = forecasts.mutable_data();
         const Real* x = X.data();
         const Real* h0p = h0 ? h0->data() : nullptr;
@@ -345,8 +407,7 @@ py::array forecast(const py::object& X_, const py::object& h0_, const py::object
         {
             // Safe without the GIL: see forward.
             py::gil_scoped_release release;
-            rnnkit::elman_forecast(f, x, h0p, p, s.N, s.T, s.I, s.H, s.O, steps, bias, act,
-                                   work.data());
+            rnnkit::network_forecast(f, x, h0p, p, s.N, s.T, steps, s.net, work.data());
         }
         return forecasts;
     });
@@ -449,8 +510,8 @@ py::tuple train_epoch(const py::object& X_, const py::object& Y_, const py::obje
                       double lr, double momentum, double weight_decay, double beta1,
                       double beta2, double eps, const py::object& momentum_buffer_,
                       const py::object& exp_avg_, const py::object& exp_avg_sq_, int64_t step,
-                      const py::object& callback, const py::object& losses_out) {
-    const Activation act = parse_activation(activation);
+                      const py::object& callback, const py::object& losses_out,
+                      const std::string& cell, int64_t num_layers, const py::object& lengths_) {
     const int64_t k = truncation(bptt_truncate);
     check_size(batch_size, "batch_size");
     check_positive(clip_norm, "clip_norm");
@@ -474,10 +535,12 @@ py::tuple train_epoch(const py::object& X_, const py::object& Y_, const py::obje
     return dispatch(params_, [&](auto zero) -> py::tuple {
         using Real = decltype(zero);
         auto X = input_array<Real>(X_, "X", {-1, -1, -1});
-        const Sizes s = batch_sizes(X, hidden_size, output_size, bias);
+        const Sizes s = batch_sizes(X, hidden_size, output_size, bias, activation, cell,
+                                    num_layers);
         const bool return_sequences =
             py::isinstance<py::array>(Y_) && py::reinterpret_borrow<py::array>(Y_).ndim() == 3;
         auto Y = input_array<Real>(Y_, "Y", y_shape<Real>(s, return_sequences));
+        auto lengths = lengths_array(lengths_, s);
         auto params = inout_array<Real>(params_, "params", s.P);
         if (!py::isinstance<py::array_t<int64_t>>(order_))
             throw py::type_error("order must be a numpy array of int64, got " + type_of(order_));
@@ -516,6 +579,7 @@ py::tuple train_epoch(const py::object& X_, const py::object& Y_, const py::obje
                                          ? output_array<double>("losses", {n_batches})
                                          : inout_array<double>(losses_out, "losses_out", n_batches);
         check_no_overlap({{"params", &params}, {"X", &X}, {"Y", &Y}, {"order", &order},
+                          {"lengths", lengths ? &*lengths : nullptr},
                           {"momentum_buffer", buffer ? &*buffer : nullptr},
                           {"exp_avg", m ? &*m : nullptr}, {"exp_avg_sq", v ? &*v : nullptr},
                           {"losses_out", losses_out.is_none() ? nullptr : &losses}});
@@ -525,6 +589,7 @@ py::tuple train_epoch(const py::object& X_, const py::object& Y_, const py::obje
         Real* mp = m ? m->mutable_data() : nullptr;
         Real* vp = v ? v->mutable_data() : nullptr;
         const Real *x = X.data(), *y = Y.data();
+        const int64_t* len = lengths ? lengths->data() : nullptr;
         // After the first minibatch and then at most every 50 ms, the loop takes the GIL back
         // to honour signals (Ctrl-C) and to call `callback(batches_done)`; an exception from
         // either, or a False from the callback, ends the epoch after the last completed update.
@@ -549,9 +614,9 @@ py::tuple train_epoch(const py::object& X_, const py::object& Y_, const py::obje
             // Safe without the GIL: every array is converted, checked and held by this frame,
             // and the epoch loop touches Python only inside keep_going, under the GIL.
             py::gil_scoped_release release;
-            result = rnnkit::train_epoch(l, p, buf, mp, vp, x, y, ord, n_order, batch_size, s.N,
-                                         s.T, s.I, s.H, s.O, bias, act, return_sequences, k,
-                                         clip_norm, clip_value, config, step, keep_going);
+            result = rnnkit::train_epoch(l, p, buf, mp, vp, x, y, len, ord, n_order, batch_size,
+                                         s.N, s.T, s.net, return_sequences, k, clip_norm,
+                                         clip_value, config, step, keep_going);
         }
         py::object done_losses = losses[py::slice(0, py::ssize_t(result.batches_done), 1)];
         const char* status = result.status == rnnkit::EpochStatus::Completed ? "completed"
@@ -597,16 +662,18 @@ PYBIND11_MODULE(_core, m) {
     m.def("_fma_peak_isa", &fma_peak_isa, "Benchmark aid: the FMA unit the peak loop uses.");
     m.def("forward", &forward, py::arg("X"), py::arg("h0"), py::arg("params"),
           py::arg("hidden_size"), py::arg("output_size"), py::arg("bias"), py::arg("activation"),
-          py::arg("return_sequences"),
+          py::arg("return_sequences"), py::arg("cell") = "rnn", py::arg("num_layers") = 1,
+          py::arg("lengths") = py::none(),
           "Run the recurrence; returns (outputs, hidden_states, final_state).");
     m.def("backward", &backward, py::arg("X"), py::arg("Y"), py::arg("h0"), py::arg("params"),
           py::arg("hidden_states"), py::arg("outputs"), py::arg("hidden_size"),
           py::arg("output_size"), py::arg("bias"), py::arg("activation"),
-          py::arg("bptt_truncate"),
+          py::arg("bptt_truncate"), py::arg("cell") = "rnn", py::arg("num_layers") = 1,
+          py::arg("lengths") = py::none(),
           "Loss and truncated gradient (flat, in the layout of params): returns (loss, grad).");
     m.def("forecast", &forecast, py::arg("X"), py::arg("h0"), py::arg("params"),
           py::arg("hidden_size"), py::arg("output_size"), py::arg("bias"), py::arg("activation"),
-          py::arg("steps"),
+          py::arg("steps"), py::arg("cell") = "rnn", py::arg("num_layers") = 1,
           "Autoregressive rollout from the context X (I == O): returns forecasts (N, steps, O).");
     m.def("clip", &clip, py::arg("grad"), py::arg("clip_norm"), py::arg("clip_value"),
           "Clip grad in place (global norm, then value); returns the norm before clipping.");
@@ -625,6 +692,7 @@ PYBIND11_MODULE(_core, m) {
           py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("momentum_buffer"),
           py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("step"),
           py::arg("callback") = py::none(), py::arg("losses_out") = py::none(),
+          py::arg("cell") = "rnn", py::arg("num_layers") = 1, py::arg("lengths") = py::none(),
           "One epoch of minibatch training in one call; returns (losses, step, status, error).");
     m.def("set_num_threads", &set_num_threads, py::arg("n"),
           "Use n threads (>= 1) in the C++ core; results do not depend on it.");

@@ -1,16 +1,19 @@
-// rnnkit's C++ core: the Elman RNN kernels, clipping, the optimizers and the epoch loop.
+// rnnkit's C++ core: the recurrent network kernels, clipping, the optimizers and the epoch loop.
 // No Python here: bindings.cpp converts NumPy arrays to the raw pointers these take.
 //
 // The letters, used in every shape comment and argument list (DESIGN.md §1):
 //   N  sequences (records) in the batch      T  time steps per sequence
 //   I  input features per step               H  hidden units
 //   O  outputs per step                      P  scalars in the flat parameter buffer
+//   L  recurrent layers                      G  gates of the cell (RNN 1, GRU 3, LSTM 4)
+//   S  state width of the cell, in H         C  cache width of the cell, in H
 //   k  truncation: the loss at step t sends gradient through steps t-k..t (k < 0: full BPTT)
 // Every array is C-contiguous and batch first. Arguments come in a fixed order: outputs,
 // inputs, weights, then the sizes N, T, I, H, O, then options.
 //
-// The flat parameter buffer (and every gradient / optimizer state buffer, same layout):
-//   U (H, I) | W (H, H) | b (H,) if bias | V (O, H) | c (O,) if bias
+// The flat parameter buffer (and every gradient / optimizer state buffer, same layout), as
+// docs/architecture.md §3: for each layer l, U_l (G·H, I_l) | W_l (G·H, H) | with bias, b (H,)
+// or b_ih (G·H,) | b_hh (G·H,); then V (O, H) | c (O,) if bias. I_0 = I, I_l = H above.
 //
 // Every kernel is a template on the scalar type `Real`, instantiated for float and double.
 #pragma once
@@ -32,21 +35,24 @@ enum class FmaIsa { Scalar, Avx2, Avx512 };
 FmaIsa fma_peak_isa();
 double fma_peak_gflops(bool double_precision, double seconds, int threads);
 
-// Scalars in the flat parameter buffer: H*I + H*H + O*H (+ H + O with biases).
-int64_t param_count(int64_t I, int64_t H, int64_t O, bool bias);
+// The cells of csrc/cells.h (RNNKIT_CELLS), and the sizes the driver reads from them.
+enum class Cell { Rnn, Gru, Lstm };
+struct CellSizes {
+    int64_t gates, state, cache;  // G, S, C
+    bool two_biases;
+};
+CellSizes cell_sizes(Cell cell);
 
-// Pointers to the pieces of one flat buffer; b and c are null without biases.
-template <typename Real>
-struct ParamViews {
-    Real* U;  // (H, I)
-    Real* W;  // (H, H)
-    Real* b;  // (H,) or null
-    Real* V;  // (O, H)
-    Real* c;  // (O,) or null
+// A network: L layers of one cell over inputs of I features, then a linear output layer.
+struct Net {
+    Cell cell;
+    int64_t I, H, O, L;
+    bool bias;
+    Activation act;
 };
 
-template <typename Real>
-ParamViews<Real> param_views(Real* flat, int64_t I, int64_t H, int64_t O, bool bias);
+// Scalars in the flat parameter buffer of `net`.
+int64_t param_count(const Net& net);
 
 // C (M, N) += A (M, K) B (K, N), row strides ldc, lda, ldb: every C[m, j] is summed over k in
 // increasing order, starting from its value. Every product of the recurrence goes through it.
@@ -82,48 +88,51 @@ template <typename Real>
 void activate(Real* a, int64_t n, Activation act);
 
 // Scratch sizes (in scalars) the caller provides to the kernels, so nothing allocates inside.
-int64_t forward_work_size(int64_t N, int64_t I, int64_t H, int64_t O);
-int64_t backward_work_size(int64_t N, int64_t T, int64_t I, int64_t H, int64_t O,
-                           bool return_sequences);
+int64_t forward_work_size(int64_t N, int64_t T, const Net& net);
+int64_t backward_work_size(int64_t N, int64_t T, const Net& net, bool return_sequences);
 
-// Forward over a batch:  a_t = U x_t + W h_{t-1} + b,  h_t = f(a_t),  y_t = V h_t + c.
+// Forward over a batch (docs/architecture.md): each layer runs its cell over the steps, the
+// output layer reads the top layer's h: y_t = V h_t + c. With `lengths`, record n's steps
+// t >= lengths[n] keep the previous step's cache (its state does not change) and, with
+// return_sequences, output 0.
 template <typename Real>
-void elman_forward(Real* hidden_states,   // (N, T, H) out: h_t at [:, t-1]
-                   Real* outputs,         // (N, T, O) out, or (N, O) out (y_T) if !return_sequences
-                   const Real* X,         // (N, T, I)
-                   const Real* h0,        // (N, H), or null for zeros
-                   const Real* params,    // (P,)
-                   int64_t N, int64_t T, int64_t I, int64_t H, int64_t O,
-                   bool bias, Activation act, bool return_sequences,
-                   Real* work);           // forward_work_size(N, I, H, O)
+void network_forward(Real* hidden_states,   // (L, N, T, C·H) out: every layer's cache
+                     Real* outputs,         // (N, T, O) out, or (N, O) out if !return_sequences
+                     Real* final_state,     // (N, L·S·H) out, or null
+                     const Real* X,         // (N, T, I)
+                     const Real* h0,        // (N, L·S·H), or null for zeros
+                     const Real* params,    // (P,)
+                     const int64_t* lengths,  // (N,) in [1, T], or null: all T
+                     int64_t N, int64_t T, const Net& net, bool return_sequences,
+                     Real* work);           // forward_work_size(N, T, net)
 
-// Truncated BPTT of L = mean((y - Y)^2) from a forward pass's results. Adds dL/dparams into
-// grad (clear it first with zero_buffer) and returns L.
+// Truncated BPTT of L = mean((y - Y)^2) over the valid targets, from a forward pass's results.
+// Adds dL/dparams into grad (clear it first with zero_buffer) and returns L.
 template <typename Real>
-double elman_backward(Real* grad,                 // (P,) accumulated into
-                      const Real* X,              // (N, T, I)
-                      const Real* Y,              // (N, T, O), or (N, O) if !return_sequences
-                      const Real* h0,             // (N, H), or null for zeros
-                      const Real* params,         // (P,)
-                      const Real* hidden_states,  // (N, T, H) from elman_forward
-                      const Real* outputs,        // shaped like Y, from elman_forward
-                      int64_t N, int64_t T, int64_t I, int64_t H, int64_t O,
-                      bool bias, Activation act, bool return_sequences, int64_t k,
-                      Real* work);                // backward_work_size(N, T, I, H, O, return_sequences)
+double network_backward(Real* grad,                 // (P,) accumulated into
+                        const Real* X,              // (N, T, I)
+                        const Real* Y,              // (N, T, O), or (N, O) if !return_sequences
+                        const Real* h0,             // (N, L·S·H), or null for zeros
+                        const Real* params,         // (P,)
+                        const Real* hidden_states,  // (L, N, T, C·H) from network_forward
+                        const Real* outputs,        // shaped like Y, from network_forward
+                        const int64_t* lengths,     // (N,) in [1, T], or null: all T
+                        int64_t N, int64_t T, const Net& net, bool return_sequences,
+                        int64_t k,
+                        Real* work);                // backward_work_size(N, T, net, ...)
 
 // Autoregressive rollout (forecast.cpp), for models with I == O: run the context X from h0,
 // take y_T as the first forecast, then feed each forecast back as the next step's input,
 // steps times in all. forecasts[n, s] is the prediction s + 1 steps after the context's end.
-int64_t forecast_work_size(int64_t N, int64_t T, int64_t I, int64_t H, int64_t O);
+int64_t forecast_work_size(int64_t N, int64_t T, const Net& net);
 
 template <typename Real>
-void elman_forecast(Real* forecasts,      // (N, steps, O) out
-                    const Real* X,        // (N, T, I), the context
-                    const Real* h0,       // (N, H), or null for zeros
-                    const Real* params,   // (P,)
-                    int64_t N, int64_t T, int64_t I, int64_t H, int64_t O, int64_t steps,
-                    bool bias, Activation act,
-                    Real* work);          // forecast_work_size(N, T, I, H, O)
+void network_forecast(Real* forecasts,      // (N, steps, O) out
+                      const Real* X,        // (N, T, I), the context
+                      const Real* h0,       // (N, L·S·H), or null for zeros
+                      const Real* params,   // (P,)
+                      int64_t N, int64_t T, int64_t steps, const Net& net,
+                      Real* work);          // forecast_work_size(N, T, net)
 
 template <typename Real>
 void zero_buffer(Real* buffer, int64_t n);
@@ -164,7 +173,8 @@ struct EpochResult {
                            // its update was not applied; Stopped: keep_going returned false
 };
 
-// One epoch: minibatches of batch_size records taken from X/Y in `order`, each from h0 = 0:
+// One epoch: minibatches of batch_size records taken from X/Y (and lengths) in `order`, each
+// from h0 = 0:
 // forward, loss, truncated gradient, clip, update. Writes each minibatch's loss (before its
 // update) into losses. Between minibatches, keep_going(batches done) (if given) may stop the
 // epoch; the parameters are then those after the last update, never half-updated.
@@ -176,10 +186,10 @@ EpochResult train_epoch(double* losses,            // (ceil(n_order / batch_size
                         Real* exp_avg_sq,          // (P,) Adam, else may be null
                         const Real* X,             // (N, T, I)
                         const Real* Y,             // (N, T, O), or (N, O) if !return_sequences
+                        const int64_t* lengths,    // (N,) in [1, T], or null: all T
                         const int64_t* order,      // (n_order,) record indices, each in [0, N)
                         int64_t n_order, int64_t batch_size,
-                        int64_t N, int64_t T, int64_t I, int64_t H, int64_t O,
-                        bool bias, Activation act, bool return_sequences, int64_t k,
+                        int64_t N, int64_t T, const Net& net, bool return_sequences, int64_t k,
                         std::optional<double> clip_norm, std::optional<double> clip_value,
                         const OptimizerConfig& optimizer, int64_t step,
                         const std::function<bool(int64_t)>& keep_going);

@@ -9,21 +9,24 @@ namespace rnnkit {
 
 template <typename Real>
 EpochResult train_epoch(double* losses, Real* params, Real* momentum_buffer, Real* exp_avg,
-                        Real* exp_avg_sq, const Real* X, const Real* Y, const int64_t* order,
-                        int64_t n_order, int64_t batch_size, int64_t N, int64_t T, int64_t I,
-                        int64_t H, int64_t O, bool bias, Activation act, bool return_sequences,
-                        int64_t k, std::optional<double> clip_norm,
+                        Real* exp_avg_sq, const Real* X, const Real* Y, const int64_t* lengths,
+                        const int64_t* order, int64_t n_order, int64_t batch_size, int64_t N,
+                        int64_t T, const Net& net, bool return_sequences, int64_t k,
+                        std::optional<double> clip_norm,
                         std::optional<double> clip_value, const OptimizerConfig& optimizer,
                         int64_t step, const std::function<bool(int64_t)>& keep_going) {
     (void)N;  // the caller has checked every order[r] < N
     const int64_t B = std::min(batch_size, n_order);
-    const int64_t P = param_count(I, H, O, bias);
-    const int64_t y_row = (return_sequences ? T : 1) * O;   // scalars of Y per record
+    const int64_t P = param_count(net);
+    const int64_t I = net.I;
+    const int64_t y_row = (return_sequences ? T : 1) * net.O;   // scalars of Y per record
+    const int64_t cache_row = net.L * T * cell_sizes(net.cell).cache * net.H;
     std::vector<Real> xb(size_t(B * T * I)), yb(size_t(B * y_row));
-    std::vector<Real> hidden_states(size_t(B * T * H)), outputs(size_t(B * y_row));
+    std::vector<int64_t> lb(lengths ? size_t(B) : 0);
+    std::vector<Real> hidden_states(size_t(B * cache_row)), outputs(size_t(B * y_row));
     std::vector<Real> grad(static_cast<size_t>(P));
-    std::vector<Real> work(size_t(std::max(forward_work_size(B, I, H, O),
-                                           backward_work_size(B, T, I, H, O, return_sequences))));
+    std::vector<Real> work(size_t(std::max(forward_work_size(B, T, net),
+                                           backward_work_size(B, T, net, return_sequences))));
 
     for (int64_t start = 0, batch = 0; start < n_order; start += batch_size, ++batch) {
         const int64_t nb = std::min(batch_size, n_order - start);
@@ -31,13 +34,16 @@ EpochResult train_epoch(double* losses, Real* params, Real* momentum_buffer, Rea
             const int64_t rec = order[start + r];
             std::copy(X + rec * T * I, X + (rec + 1) * T * I, xb.data() + r * T * I);
             std::copy(Y + rec * y_row, Y + (rec + 1) * y_row, yb.data() + r * y_row);
+            if (lengths) lb[size_t(r)] = lengths[rec];
         }
-        elman_forward(hidden_states.data(), outputs.data(), xb.data(), (const Real*)nullptr,
-                      params, nb, T, I, H, O, bias, act, return_sequences, work.data());
+        const int64_t* lp = lengths ? lb.data() : nullptr;
+        network_forward(hidden_states.data(), outputs.data(), (Real*)nullptr, xb.data(),
+                        (const Real*)nullptr, params, lp, nb, T, net, return_sequences,
+                        work.data());
         zero_buffer(grad.data(), P);
-        losses[batch] = elman_backward(grad.data(), xb.data(), yb.data(), (const Real*)nullptr,
-                                       params, hidden_states.data(), outputs.data(), nb, T, I,
-                                       H, O, bias, act, return_sequences, k, work.data());
+        losses[batch] = network_backward(grad.data(), xb.data(), yb.data(), (const Real*)nullptr,
+                                         params, hidden_states.data(), outputs.data(), lp, nb, T,
+                                         net, return_sequences, k, work.data());
         const double norm = gradient_norm(grad.data(), P);
         if (!std::isfinite(losses[batch]) || !std::isfinite(norm))
             return {batch, step, EpochStatus::NonFinite};   // this update is not applied
@@ -60,9 +66,9 @@ EpochResult train_epoch(double* losses, Real* params, Real* momentum_buffer, Rea
 
 #define RNNKIT_INSTANTIATE(Real)                                                             \
     template EpochResult train_epoch(double*, Real*, Real*, Real*, Real*, const Real*,       \
-                                     const Real*, const int64_t*, int64_t, int64_t, int64_t,  \
-                                     int64_t, int64_t, int64_t, int64_t, bool, Activation,    \
-                                     bool, int64_t, std::optional<double>,                   \
+                                     const Real*, const int64_t*, const int64_t*, int64_t,    \
+                                     int64_t, int64_t, int64_t, const Net&, bool, int64_t,    \
+                                     std::optional<double>,                                  \
                                      std::optional<double>, const OptimizerConfig&, int64_t, \
                                      const std::function<bool(int64_t)>&);
 RNNKIT_INSTANTIATE(float)

@@ -474,7 +474,7 @@ def test_core_huge_and_overflowing_sizes_are_errors_not_crashes():
     p = np.zeros(rnnkit.param_count(1, 3, 1, True))
     X = np.zeros((2, 4, 1))
     with pytest.raises(ValueError, match=r"W \(input_size=1, hidden_size=1099511627776, "
-                                         r"output_size=1\) would hold more than 2\*\*56"):
+                                         r"output_size=1, num_layers=1\) would hold more than 2\*\*56"):
         _core.forward(X, None, p, 2**40, 1, True, "tanh", False)
     with pytest.raises(MemoryError, match=r"X: cannot allocate a C-contiguous copy"):
         _core.forward(np.broadcast_to(np.zeros(1), (10**6, 10**6, 1)), None, p, 3, 1, True,

@@ -1,0 +1,505 @@
+// The network kernel pair: network_forward / network_backward (see rnnkit.h for the letters and
+// docs/architecture.md for the math). Cell-agnostic: every product, the layers, the output
+// layer, the loss, lengths and truncation are here; the cells (cells.h) do one row of one step.
+//
+// The products run through gemm_accumulate (gemm.cpp), batched where the recurrence allows: the
+// input projection of every step at once, then one product per step for all records; the
+// weight gradients as one product over every (record, step) pair once the deltas are known.
+// Records are split across threads in the forward pass and the backward sweeps, rows of the
+// weight gradients in their accumulation, so that every output element is computed on one
+// thread in a fixed order: results do not depend on the thread count.
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <vector>
+
+#include "cells.h"
+#include "rnnkit.h"
+
+namespace rnnkit {
+
+CellSizes cell_sizes(Cell cell) {
+    switch (cell) {
+#define RNNKIT_CELL_SIZES(Enum, Struct, name) \
+    case Cell::Enum: return {Struct::gates, Struct::state, Struct::cache, Struct::two_biases};
+        RNNKIT_CELLS(RNNKIT_CELL_SIZES)
+#undef RNNKIT_CELL_SIZES
+    }
+    throw std::invalid_argument("unknown cell");
+}
+
+namespace {
+
+// Scalars of one layer's biases.
+int64_t bias_size(const Net& net, const CellSizes& cs) {
+    return net.bias ? (cs.two_biases ? 2 * cs.gates * net.H : net.H) : 0;
+}
+
+// Scalars of layer l's parameters (U_l, W_l, biases).
+int64_t layer_size(const Net& net, const CellSizes& cs, int64_t l) {
+    const int64_t GH = cs.gates * net.H;
+    return GH * (l == 0 ? net.I : net.H) + GH * net.H + bias_size(net, cs);
+}
+
+// Pointers to one layer's pieces of a flat buffer; the biases are null when absent (the RNN
+// cell's single b is b_ih).
+template <typename Real>
+struct LayerParams {
+    Real* U;     // (G·H, In)
+    Real* W;     // (G·H, H)
+    Real* b_ih;  // (G·H,) (RNN: b (H,)) or null
+    Real* b_hh;  // (G·H,) or null
+    int64_t In;  // the layer's input size: I for layer 0, H above
+};
+
+template <typename Real>
+LayerParams<Real> layer_params(Real* flat, const Net& net, int64_t l) {
+    const CellSizes cs = cell_sizes(net.cell);
+    for (int64_t m = 0; m < l; ++m) flat += layer_size(net, cs, m);
+    const int64_t GH = cs.gates * net.H, In = l == 0 ? net.I : net.H;
+    LayerParams<Real> p{flat, flat + GH * In, nullptr, nullptr, In};
+    if (net.bias) {
+        p.b_ih = p.W + GH * net.H;
+        if (cs.two_biases) p.b_hh = p.b_ih + GH;
+    }
+    return p;
+}
+
+// V (O, H) and c (O,) (null without bias).
+template <typename Real>
+std::pair<Real*, Real*> output_params(Real* flat, const Net& net) {
+    const CellSizes cs = cell_sizes(net.cell);
+    for (int64_t m = 0; m < net.L; ++m) flat += layer_size(net, cs, m);
+    return {flat, net.bias ? flat + net.O * net.H : nullptr};
+}
+
+// out (rows, cols) = in (cols, rows) transposed, with row strides ld_out and ld_in.
+template <typename Real>
+void transpose(Real* out, int64_t ld_out, const Real* in, int64_t ld_in, int64_t rows,
+               int64_t cols) {
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) out[r * ld_out + c] = in[c * ld_in + r];
+}
+
+// Each row n of `rows` rows (row stride ld) set to the vector v (cols,), or to zero if v is null.
+template <typename Real>
+void fill_rows(Real* out, int64_t ld, const Real* v, int64_t rows, int64_t cols) {
+    for (int64_t n = 0; n < rows; ++n) {
+        if (v)
+            std::copy(v, v + cols, out + n * ld);
+        else
+            std::fill(out + n * ld, out + n * ld + cols, Real(0));
+    }
+}
+
+// Multiply-adds a thread must have to be worth starting (about ten microseconds of work).
+constexpr int64_t kMinWorkPerThread = int64_t(1) << 16;
+
+// Records need enough work to be worth a thread of their own.
+int64_t min_rows_per_thread(int64_t T, int64_t work_per_step) {
+    return std::max<int64_t>(1, kMinWorkPerThread / std::max<int64_t>(1, T * work_per_step));
+}
+
+// n rounded up to whole 64-byte vectors of the widest padding (16 floats): the row length of
+// the padded weight copies and accumulators, so that each row is one pass of whole vectors.
+int64_t padded(int64_t n) { return (n + 15) / 16 * 16; }
+
+// The record's length: its steps [0, length) are real, the rest padding.
+inline int64_t length_of(const int64_t* lengths, int64_t n, int64_t T) {
+    return lengths ? lengths[n] : T;
+}
+
+}  // namespace
+
+int64_t param_count(const Net& net) {
+    const CellSizes cs = cell_sizes(net.cell);
+    int64_t P = net.O * net.H + (net.bias ? net.O : 0);
+    for (int64_t l = 0; l < net.L; ++l) P += layer_size(net, cs, l);
+    return P;
+}
+
+template <typename Real>
+void zero_buffer(Real* buffer, int64_t n) {
+    std::fill(buffer, buffer + n, Real(0));
+}
+
+int64_t forward_work_size(int64_t N, int64_t T, const Net& net) {
+    const CellSizes cs = cell_sizes(net.cell);
+    const int64_t GH = cs.gates * net.H;
+    return std::max(net.I, net.H) * GH + net.H * padded(GH) + net.H * net.O + N * T * GH +
+           N * padded(GH) + cs.state * net.H;
+}
+
+int64_t backward_work_size(int64_t N, int64_t T, const Net& net, bool return_sequences) {
+    const CellSizes cs = cell_sizes(net.cell);
+    const int64_t H = net.H, GH = cs.gates * H, Hp = padded(H);
+    return N * (return_sequences ? T : 1) * net.O   // dy
+           + 3 * N * T * H                           // injections: top, and two to pass down
+           + 2 * N * cs.state * Hp                   // dstate, dstate_prev
+           + 2 * N * GH                              // one step's Δx, Δh
+           + net.L * GH * Hp                         // every layer's W, padded
+           + 2 * net.L * N * T * GH                  // every layer's Δx, Δh summed over terms
+           + N * T * H + N * T * std::max(net.I, H)  // h_{s-1} and x_s packed
+           + cs.state * H;                           // a zero state
+}
+
+namespace {
+
+template <typename Cell, typename Real>
+void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const Real* X,
+                  const Real* h0, const Real* params, const int64_t* lengths, int64_t N,
+                  int64_t T, const Net& net, bool return_sequences, Real* work) {
+    const int64_t H = net.H, O = net.O, L = net.L;
+    const int64_t GH = Cell::gates * H, GHp = padded(GH);
+    const int64_t SH = Cell::state * H, CH = Cell::cache * H;
+    const int64_t ld = T * CH;                  // from one record's cache to the next record's
+    Real* UT = work;                            // (In, G·H) = U^T: A_x (T, G·H) = x (T, In) U^T
+    Real* WT = UT + std::max(net.I, H) * GH;    // (H, G·Hp) = W^T, zero-padded
+    Real* VT = WT + H * GHp;                    // (H, O) = V^T: y (rows, O) = h (rows, H) V^T + c
+    Real* Ax = VT + H * O;                      // (N, T, G·H): the input projection of every step
+    Real* acc = Ax + N * T * GH;                // (N, G·Hp): A_h of each record, padded
+    Real* zero_state = acc + N * GHp;           // (S·H,): the state before step 1 without h0
+    zero_buffer(zero_state, SH);
+
+    for (int64_t l = 0; l < L; ++l) {
+        const LayerParams<const Real> p = layer_params(params, net, l);
+        const int64_t In = p.In;
+        // layer 0 reads X; layer l reads the h of layer l-1's cache
+        const Real* input = l == 0 ? X : hidden_states + (l - 1) * N * ld;
+        const int64_t ld_in = l == 0 ? In : CH;  // from one step's input to the next
+        Real* cache = hidden_states + l * N * ld;
+        transpose(UT, GH, p.U, In, In, GH);
+        transpose(WT, GHp, p.W, H, H, GH);
+        for (int64_t r = 0; r < H; ++r) zero_buffer(WT + r * GHp + GH, GHp - GH);
+        const Real* state0 = h0 ? h0 + l * SH : nullptr;   // row stride L·S·H
+
+        // Records are independent: each thread runs its own rows through every step.
+        parallel_for(N, min_rows_per_thread(T, GH * (H + In)), [&](int64_t n0, int64_t n1) {
+            const int64_t rows = n1 - n0;
+            for (int64_t n = n0; n < n1; ++n) {  // A_x = U x_t + b_ih for every step at once
+                Real* ax = Ax + n * T * GH;
+                fill_rows(ax, GH, p.b_ih, T, GH);
+                gemm_accumulate(ax, GH, input + n * T * ld_in, ld_in, UT, GH, T, GH, In);
+            }
+            Real* acc_r = acc + n0 * GHp;        // (rows, G·Hp)
+            fill_rows(acc_r, GHp, static_cast<const Real*>(nullptr), rows, GHp);
+            for (int64_t t = 0; t < T; ++t) {
+                // A_h = W h_{t-1} + b_hh (plus A_x when the cell only needs the sum)
+                for (int64_t n = n0; n < n1; ++n) {
+                    Real* a = acc + n * GHp;
+                    const Real* ax = Ax + (n * T + t) * GH;
+                    if (Cell::sums_projections)
+                        std::copy(ax, ax + GH, a);
+                    else
+                        fill_rows(a, GH, static_cast<const Real*>(nullptr), 1, GH);
+                    if (p.b_hh)
+                        for (int64_t j = 0; j < GH; ++j) a[j] += p.b_hh[j];
+                }
+                const Real* h_prev = t > 0 ? cache + n0 * ld + (t - 1) * CH
+                                           : (state0 ? state0 + n0 * L * SH : nullptr);
+                const int64_t ld_prev = t > 0 ? ld : L * SH;
+                if (h_prev) gemm_accumulate(acc_r, GHp, h_prev, ld_prev, WT, GHp, rows, GHp, H);
+                for (int64_t n = n0; n < n1; ++n) {
+                    Real* c = cache + n * ld + t * CH;
+                    if (t >= length_of(lengths, n, T)) {   // padding: the state stays
+                        std::copy(c - CH, c, c);
+                        continue;
+                    }
+                    const Real* state_prev =
+                        h_prev ? h_prev + (n - n0) * ld_prev : zero_state;
+                    Cell::forward_row(c, Ax + (n * T + t) * GH, acc + n * GHp, state_prev, H,
+                                      net.act);
+                }
+            }
+        });
+    }
+
+    // The output layer reads the top layer's h (its state frozen after each record's length).
+    const auto [V, c] = output_params(params, net);
+    transpose(VT, O, V, H, H, O);
+    const Real* top = hidden_states + (L - 1) * N * ld;
+    parallel_for(N, min_rows_per_thread(T, H * O), [&](int64_t n0, int64_t n1) {
+        if (return_sequences) {
+            for (int64_t n = n0; n < n1; ++n) {
+                Real* y = outputs + n * T * O;
+                fill_rows(y, O, c, T, O);
+                gemm_accumulate(y, O, top + n * ld, CH, VT, O, T, O, H);
+                const int64_t len = length_of(lengths, n, T);
+                zero_buffer(y + len * O, (T - len) * O);   // padded steps output 0
+            }
+        } else {
+            Real* y = outputs + n0 * O;
+            fill_rows(y, O, c, n1 - n0, O);
+            gemm_accumulate(y, O, top + n0 * ld + (T - 1) * CH, ld, VT, O, n1 - n0, O, H);
+        }
+    });
+    if (final_state)
+        for (int64_t n = 0; n < N; ++n)
+            for (int64_t l = 0; l < L; ++l) {
+                const Real* s = hidden_states + l * N * ld + n * ld + (T - 1) * CH;
+                std::copy(s, s + SH, final_state + (n * L + l) * SH);
+            }
+}
+
+template <typename Cell, typename Real>
+double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
+                     const Real* params, const Real* hidden_states, const Real* outputs,
+                     const int64_t* lengths, int64_t N, int64_t T, const Net& net,
+                     bool return_sequences, int64_t k, Real* work) {
+    const int64_t H = net.H, O = net.O, L = net.L, I = net.I;
+    const int64_t GH = Cell::gates * H, Hp = padded(H);
+    const int64_t SH = Cell::state * H, CH = Cell::cache * H, DS = Cell::state * Hp;
+    const int64_t ld = T * CH;                  // from one record's cache to the next record's
+    const int64_t TH = T * H;
+    const bool full = k < 0 || k >= T - 1;
+    // many-to-many and truncated: each loss term sweeps its own window through every layer
+    const bool per_term = return_sequences && !full;
+    const int64_t n_dy = N * (return_sequences ? T : 1) * O;
+
+    Real* dy = work;                          // shaped like Y: dL/dy, 0 at padded steps
+    Real* inj_top = dy + n_dy;                // (N, T, H): dy_t V, the top layer's injections
+    Real* inj_pass[2] = {inj_top + N * TH, inj_top + 2 * N * TH};  // (N, T, H): dx of a layer
+    Real* dstate = inj_pass[1] + N * TH;      // (N, S·Hp): gradient reaching the state (dh, dc)
+    Real* dstate_prev = dstate + N * DS;      // (N, S·Hp): the same, one step earlier
+    Real* dxs = dstate_prev + N * DS;         // (N, G·H): one step's Δx
+    Real* dhs = dxs + N * GH;                 // (N, G·H): one step's Δh (separate_dh)
+    Real* Wp_all = dhs + N * GH;              // (L, G·H, Hp): each layer's W, zero-padded
+    Real* Delta_x = Wp_all + L * GH * Hp;     // (L, N, T, G·H): Δx summed over loss terms
+    Real* Delta_h = Delta_x + L * N * T * GH; // (L, N, T, G·H): Δh summed (separate_dh)
+    Real* Hprev = Delta_h + L * N * T * GH;   // (N·T, H): h_{s-1} packed for the products
+    Real* Xs = Hprev + N * TH;                // (N·T, In): x_s packed
+    Real* zero_state = Xs + N * T * std::max(I, H);   // (S·H,)
+    zero_buffer(zero_state, SH);
+
+    // loss and dL/dy = 2 (y - Y) / count over the valid targets
+    int64_t count = 0;
+    for (int64_t n = 0; n < N; ++n) count += return_sequences ? length_of(lengths, n, T) : 1;
+    count *= O;
+    double sum_sq = 0.0;
+    const Real scale = Real(2.0 / double(count));
+    for (int64_t n = 0; n < N; ++n) {
+        const int64_t len = length_of(lengths, n, T);
+        const int64_t valid = return_sequences ? len * O : O, row = return_sequences ? T * O : O;
+        for (int64_t e = n * row; e < n * row + valid; ++e) {
+            const Real diff = outputs[e] - Y[e];
+            sum_sq += double(diff * diff);
+            dy[e] = scale * diff;
+        }
+        zero_buffer(dy + n * row + valid, row - valid);
+    }
+
+    // The output layer: dV += dy_t h_t^T, dc += dy_t at every valid target step; the top
+    // layer's injections dy_t V.
+    const auto [V, c] = output_params(params, net);
+    const auto [dV, dc] = output_params(grad, net);
+    const Real* top = hidden_states + (L - 1) * N * ld;
+    zero_buffer(inj_top, N * TH);
+    for (int64_t n = 0; n < N; ++n) {
+        const int64_t len = length_of(lengths, n, T);
+        for (int64_t t = return_sequences ? 0 : len - 1; t < len; ++t) {
+            const Real* gy = return_sequences ? dy + (n * T + t) * O : dy + n * O;
+            const Real* h = top + n * ld + t * CH;
+            for (int64_t o = 0; o < O; ++o) {
+                Real* dVo = dV + o * H;
+                for (int64_t j = 0; j < H; ++j) dVo[j] += gy[o] * h[j];
+            }
+            if (dc)
+                for (int64_t o = 0; o < O; ++o) dc[o] += gy[o];
+            gemm_accumulate(inj_top + n * TH + t * H, H, gy, O, V, H, 1, H, O);
+        }
+    }
+
+    for (int64_t l = 0; l < L; ++l) {
+        const LayerParams<const Real> p = layer_params(params, net, l);
+        Real* Wp = Wp_all + l * GH * Hp;
+        for (int64_t r = 0; r < GH; ++r) {
+            std::copy(p.W + r * H, p.W + (r + 1) * H, Wp + r * Hp);
+            zero_buffer(Wp + r * Hp + H, Hp - H);
+        }
+    }
+    zero_buffer(Delta_x, L * N * T * GH);
+    if (Cell::separate_dh) zero_buffer(Delta_h, L * N * T * GH);
+
+    // The first step of record n's window when there is one loss term per record.
+    auto window_start = [&](int64_t n) {
+        return full ? int64_t(0) : std::max<int64_t>(length_of(lengths, n, T) - 1 - k, 0);
+    };
+
+    // One backward sweep of layer l over steps s_hi down to s_lo, for records n0..n1: at each
+    // step the injection inj[n, s] (for s in [inj_lo, inj_hi]) is added to dh, the cell turns
+    // the state's gradient into Δx, Δh (added into Delta), and the previous state's gradient
+    // is its direct part plus Δh W. With `per_row_start`, a record's gradient stops at its own
+    // window's first step. dx_out[n, s] = Δx U, the gradient of the layer's input (if given).
+    auto sweep = [&](int64_t l, int64_t n0, int64_t n1, int64_t s_hi, int64_t s_lo,
+                     bool per_row_start, const Real* inj, int64_t inj_lo, int64_t inj_hi,
+                     Real* dx_out) {
+        const int64_t rows = n1 - n0;
+        const LayerParams<const Real> p = layer_params(params, net, l);
+        const Real* cache = hidden_states + l * N * ld;
+        const Real* state0 = h0 ? h0 + l * SH : nullptr;
+        Real* Dx = Delta_x + l * N * T * GH;
+        Real* Dh = Delta_h + l * N * T * GH;
+        Real* ds = dstate + n0 * DS;
+        Real* ds_prev = dstate_prev + n0 * DS;
+        Real* dx = dxs + n0 * GH;
+        Real* dh = Cell::separate_dh ? dhs + n0 * GH : dx;
+        zero_buffer(ds, rows * DS);
+        zero_buffer(ds_prev, rows * DS);
+        for (int64_t s = s_hi; s >= s_lo; --s) {
+            if (s >= inj_lo && s <= inj_hi)
+                for (int64_t r = 0; r < rows; ++r) {
+                    const Real* g = inj + (n0 + r) * TH + s * H;
+                    Real* d = ds + r * DS;
+                    for (int64_t j = 0; j < H; ++j) d[j] += g[j];
+                }
+            for (int64_t r = 0; r < rows; ++r) {
+                const int64_t n = n0 + r;
+                const Real* state_prev = s > 0 ? cache + n * ld + (s - 1) * CH
+                                               : (state0 ? state0 + n * L * SH : zero_state);
+                Cell::backward_row(dx + r * GH, dh + r * GH, ds_prev + r * DS, ds + r * DS, Hp,
+                                   cache + n * ld + s * CH, state_prev, H, net.act);
+                Real* D = Dx + (n * T + s) * GH;
+                for (int64_t j = 0; j < GH; ++j) D[j] += dx[r * GH + j];
+                if (Cell::separate_dh) {
+                    Real* E = Dh + (n * T + s) * GH;
+                    for (int64_t j = 0; j < GH; ++j) E[j] += dh[r * GH + j];
+                }
+            }
+            if (dx_out) {
+                Real* out = dx_out + n0 * TH + s * H;
+                fill_rows(out, TH, static_cast<const Real*>(nullptr), rows, H);
+                gemm_accumulate(out, TH, dx, GH, p.U, H, rows, H, GH);
+            }
+            if (s == s_lo) break;
+            gemm_accumulate(ds_prev, DS, dh, GH, Wp_all + l * GH * Hp, Hp, rows, Hp, GH);
+            if (per_row_start)          // the state before a record's window is a constant
+                for (int64_t r = 0; r < rows; ++r)
+                    if (window_start(n0 + r) == s) zero_buffer(ds_prev + r * DS, DS);
+            std::swap(ds, ds_prev);
+        }
+    };
+
+    // Phase 1, records independent: every layer's Δ from the top down.
+    const int64_t work_per_step = L * GH * (H + std::max(I, H));
+    parallel_for(N, min_rows_per_thread(T, work_per_step), [&](int64_t n0, int64_t n1) {
+        if (!per_term) {
+            // one sweep per layer over the records' windows, the layer above's dx injected
+            int64_t s_hi = 0, s_lo = T - 1;
+            for (int64_t n = n0; n < n1; ++n) {
+                s_hi = std::max(s_hi, length_of(lengths, n, T) - 1);
+                s_lo = std::min(s_lo, window_start(n));
+            }
+            for (int64_t l = L - 1; l >= 0; --l) {
+                const Real* inj = l == L - 1 ? inj_top : inj_pass[(L - 2 - l) % 2];
+                Real* dx_out = l > 0 ? inj_pass[(L - 1 - l) % 2] : nullptr;
+                sweep(l, n0, n1, s_hi, s_lo, !full, inj, 0, T - 1, dx_out);
+            }
+        } else {
+            // truncated many-to-many: the term of each step t sweeps t-k .. t in every layer
+            for (int64_t t = 0; t < T; ++t) {
+                const int64_t lo = std::max<int64_t>(t - k, 0);
+                for (int64_t l = L - 1; l >= 0; --l) {
+                    const bool is_top = l == L - 1;
+                    const Real* inj = is_top ? inj_top : inj_pass[(L - 2 - l) % 2];
+                    Real* dx_out = l > 0 ? inj_pass[(L - 1 - l) % 2] : nullptr;
+                    sweep(l, n0, n1, t, lo, false, inj, is_top ? t : lo, t, dx_out);
+                }
+            }
+        }
+    });
+
+    // Phase 2, per layer, rows of the weight gradients independent, each one product over
+    // every (record, step) pair q that can hold gradient: dW += Δh^T h_{s-1}, dU += Δx^T x_s,
+    // db_ih += Σ Δx, db_hh += Σ Δh. The pairs are record-major from first_step on.
+    int64_t first_step = T - 1;
+    for (int64_t n = 0; n < N; ++n) first_step = std::min(first_step, per_term ? 0 : window_start(n));
+    const int64_t steps = T - first_step, NS = N * steps;
+    for (int64_t l = 0; l < L; ++l) {
+        const LayerParams<const Real> p = layer_params(params, net, l);
+        const LayerParams<Real> g = layer_params(grad, net, l);
+        const int64_t In = p.In;
+        const Real* cache = hidden_states + l * N * ld;
+        const Real* input = l == 0 ? X : hidden_states + (l - 1) * N * ld;
+        const int64_t ld_in = l == 0 ? In : CH;
+        const Real* state0 = h0 ? h0 + l * SH : nullptr;
+        parallel_for(N, min_rows_per_thread(steps, H + In), [&](int64_t n0, int64_t n1) {
+            for (int64_t n = n0; n < n1; ++n)
+                for (int64_t s = first_step; s < T; ++s) {
+                    const int64_t q = n * steps + s - first_step;
+                    const Real* h_prev = s > 0 ? cache + n * ld + (s - 1) * CH
+                                               : (state0 ? state0 + n * L * SH : zero_state);
+                    std::copy(h_prev, h_prev + H, Hprev + q * H);
+                    const Real* x = input + (n * T + s) * ld_in;
+                    std::copy(x, x + In, Xs + q * In);
+                }
+        });
+        const Real* Dx = Delta_x + l * N * T * GH;
+        const Real* Dh = Cell::separate_dh ? Delta_h + l * N * T * GH : Dx;
+        const int64_t work_per_row = std::max<int64_t>(1, NS * (H + In));
+        parallel_for(GH, std::max<int64_t>(8, kMinWorkPerThread / work_per_row),
+                     [&](int64_t r0, int64_t r1) {
+            const int64_t rows = r1 - r0;
+            const int64_t blocks = first_step == 0 ? 1 : N;    // runs of contiguous pairs q
+            const int64_t run = NS / blocks;
+            for (int64_t block = 0; block < blocks; ++block) {
+                const int64_t q0 = block * run;
+                const Real* dxb = Dx + (block * T + first_step) * GH + r0;   // (run, rows)
+                const Real* dhb = Dh + (block * T + first_step) * GH + r0;
+                gemm_accumulate_at(g.W + r0 * H, H, dhb, GH, Hprev + q0 * H, H, rows, H, run);
+                gemm_accumulate_at(g.U + r0 * In, In, dxb, GH, Xs + q0 * In, In, rows, In, run);
+                if (g.b_ih)
+                    for (int64_t q = 0; q < run; ++q)
+                        for (int64_t r = 0; r < rows; ++r) g.b_ih[r0 + r] += dxb[q * GH + r];
+                if (g.b_hh)
+                    for (int64_t q = 0; q < run; ++q)
+                        for (int64_t r = 0; r < rows; ++r) g.b_hh[r0 + r] += dhb[q * GH + r];
+            }
+        });
+    }
+    return sum_sq / double(count);
+}
+
+}  // namespace
+
+template <typename Real>
+void network_forward(Real* hidden_states, Real* outputs, Real* final_state, const Real* X,
+                     const Real* h0, const Real* params, const int64_t* lengths, int64_t N,
+                     int64_t T, const Net& net, bool return_sequences, Real* work) {
+    switch (net.cell) {
+#define RNNKIT_FORWARD(Enum, Struct, name)                                                    \
+    case Cell::Enum:                                                                          \
+        return forward_cell<Struct>(hidden_states, outputs, final_state, X, h0, params,       \
+                                    lengths, N, T, net, return_sequences, work);
+        RNNKIT_CELLS(RNNKIT_FORWARD)
+#undef RNNKIT_FORWARD
+    }
+}
+
+template <typename Real>
+double network_backward(Real* grad, const Real* X, const Real* Y, const Real* h0,
+                        const Real* params, const Real* hidden_states, const Real* outputs,
+                        const int64_t* lengths, int64_t N, int64_t T, const Net& net,
+                        bool return_sequences, int64_t k, Real* work) {
+    switch (net.cell) {
+#define RNNKIT_BACKWARD(Enum, Struct, name)                                                   \
+    case Cell::Enum:                                                                          \
+        return backward_cell<Struct>(grad, X, Y, h0, params, hidden_states, outputs, lengths, \
+                                     N, T, net, return_sequences, k, work);
+        RNNKIT_CELLS(RNNKIT_BACKWARD)
+#undef RNNKIT_BACKWARD
+    }
+    return 0.0;
+}
+
+#define RNNKIT_INSTANTIATE(Real)                                                              \
+    template void zero_buffer(Real*, int64_t);                                                 \
+    template void network_forward(Real*, Real*, Real*, const Real*, const Real*, const Real*,  \
+                                  const int64_t*, int64_t, int64_t, const Net&, bool, Real*);  \
+    template double network_backward(Real*, const Real*, const Real*, const Real*,             \
+                                     const Real*, const Real*, const Real*, const int64_t*,    \
+                                     int64_t, int64_t, const Net&, bool, int64_t, Real*);
+RNNKIT_INSTANTIATE(float)
+RNNKIT_INSTANTIATE(double)
+#undef RNNKIT_INSTANTIATE
+
+}  // namespace rnnkit
