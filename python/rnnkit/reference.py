@@ -583,7 +583,8 @@ def train_epoch(X: np.ndarray, Y: np.ndarray, params: np.ndarray, order: np.ndar
                 momentum_buffer: Optional[np.ndarray], exp_avg: Optional[np.ndarray],
                 exp_avg_sq: Optional[np.ndarray], step: int,
                 callback: Optional[Callable[[int], Optional[bool]]] = None,
-                losses_out: Optional[np.ndarray] = None
+                losses_out: Optional[np.ndarray] = None, cell: str = "rnn",
+                num_layers: int = 1, lengths: Optional[np.ndarray] = None
                 ) -> Tuple[np.ndarray, int, str, Optional[BaseException]]:
     """One epoch: minibatches of ``batch_size`` records taken in ``order``, each from h0 = 0:
     forward, loss, truncated gradient, clip, update (``optimizer`` "sgd" or "adam").
@@ -602,7 +603,13 @@ def train_epoch(X: np.ndarray, Y: np.ndarray, params: np.ndarray, order: np.ndar
     ``losses_out``, if given, is a float64 buffer of ``ceil(len(order) / batch_size)`` that
     receives each minibatch's loss as soon as it is known (a progress display reads the running
     loss from it inside the callback); the returned losses are then a view of it.
+
+    ``cell``, ``num_layers`` choose the network (module docstring); ``lengths`` (N,) holds the
+    length of every record of X (None: all T), and each minibatch takes its records' lengths.
     """
+    _check_network(cell, num_layers)
+    if lengths is not None:
+        lengths = _check_lengths(lengths, X.shape[0], X.shape[1])
     n_batches = -(-len(order) // batch_size)
     if losses_out is not None and (not isinstance(losses_out, np.ndarray) or
                                    losses_out.dtype != np.float64 or
@@ -617,11 +624,14 @@ def train_epoch(X: np.ndarray, Y: np.ndarray, params: np.ndarray, order: np.ndar
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
             xb, yb = X[rows], Y[rows]
+            lb = None if lengths is None else lengths[rows]
             with np.errstate(over="ignore", invalid="ignore"):   # a diverging batch is reported
                 outputs, hidden_states, _ = forward(xb, None, params, hidden_size, output_size,
-                                                    bias, activation, Y.ndim == 3)
+                                                    bias, activation, Y.ndim == 3, cell,
+                                                    num_layers, lb)
                 loss, grad = backward(xb, yb, None, params, hidden_states, outputs, hidden_size,
-                                      output_size, bias, activation, bptt_truncate)
+                                      output_size, bias, activation, bptt_truncate, cell,
+                                      num_layers, lb)
                 norm = clip(grad, clip_norm, clip_value)
             if not (np.isfinite(loss) and np.isfinite(norm)):
                 return buffer[:len(losses)], step, "nonfinite", None
