@@ -232,6 +232,12 @@ def _run(X, Y, h0, params, cell, L, bias, activation, return_sequences, k, lengt
     return outputs, hidden_states, final_state, loss, grad
 
 
+def _assert_close(got, want, rel=1e-13):
+    """|got - want| <= rel * max |want|, elementwise (near-zero elements after cancellation
+    carry the rounding of their larger neighbours)."""
+    np.testing.assert_allclose(got, want, rtol=0, atol=rel * np.abs(want).max())
+
+
 def _masked_mse(outputs, Y, lengths):
     """The loss of architecture.md §4 from forward's outputs, written directly."""
     if Y.ndim == 2:
@@ -328,3 +334,212 @@ def test_truncation_is_not_the_plain_gradient(cell, return_sequences):
     for big in (T - 1, T, 100):
         g_big = _run(X, Y, h0, params, *network[:-1], return_sequences, big, None)[4]
         np.testing.assert_allclose(g_big, g_full, rtol=0, atol=1e-14 * scale)
+
+
+# ----------------------------------------------------------------------------- padded batches
+@pytest.mark.parametrize("k", [None, 1], ids=lambda k: f"k{k}")
+@pytest.mark.parametrize("return_sequences", [False, True], ids=["m2one", "m2many"])
+@pytest.mark.parametrize("L", [1, 2], ids=lambda L: f"L{L}")
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_lengths_equal_records_run_alone(cell, L, return_sequences, k):
+    """A padded batch equals each record run alone on its first lengths[n] steps (§4): the
+    outputs (0 at padded steps), the final state, the cache (a padded step copies the previous
+    one), the loss (a mean over valid elements, so record n weighs count_n / Σ count) and the
+    gradient (the same weights). X and Y are NaN at padded steps: they are never read."""
+    X, Y, h0, params = make_case(cell, L, True, "tanh", return_sequences, LENGTHS, True,
+                                 ("alone", cell, L, return_sequences, k))
+    network = (cell, L, True, "tanh", return_sequences, k)
+    outputs, hidden_states, final_state, loss, grad = _run(X, Y, h0, params, *network, LENGTHS)
+    caches = hidden_states[None] if L == 1 else hidden_states
+    S = _state_width(cell)
+
+    counts = O * LENGTHS if return_sequences else np.full(N, O)
+    want_loss, want_grad = 0.0, np.zeros_like(grad)
+    for n, Tn in enumerate(LENGTHS):
+        y_n = Y[n:n + 1, :Tn] if return_sequences else Y[n:n + 1]
+        out_n, hs_n, fs_n, loss_n, grad_n = _run(X[n:n + 1, :Tn], y_n, h0[n:n + 1], params,
+                                                 *network, None)
+        want_loss += loss_n * counts[n] / counts.sum()
+        want_grad += grad_n * (counts[n] / counts.sum())
+        _assert_close(final_state[n], fs_n[0])
+        if return_sequences:
+            _assert_close(outputs[n, :Tn], out_n[0])
+            np.testing.assert_array_equal(outputs[n, Tn:], 0.0)       # padded outputs are 0
+        else:
+            _assert_close(outputs[n], out_n[0])
+        hs_n = hs_n[None] if L == 1 else hs_n
+        for layer in range(L):
+            _assert_close(caches[layer, n, :Tn], hs_n[layer, 0])
+            for t in range(Tn, T):                                   # padding copies step Tn-1
+                np.testing.assert_array_equal(caches[layer, n, t], caches[layer, n, Tn - 1])
+            np.testing.assert_array_equal(final_state[n, layer * S:(layer + 1) * S],
+                                          caches[layer, n, Tn - 1, :S])
+    assert loss == pytest.approx(want_loss, rel=1e-13, abs=0)
+    _assert_close(grad, want_grad)
+
+
+@pytest.mark.parametrize("return_sequences", [False, True], ids=["m2one", "m2many"])
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_full_lengths_equal_no_lengths(cell, return_sequences):
+    """lengths = T for every record is the same computation as lengths=None, bit for bit."""
+    X, Y, h0, params = make_case(cell, 2, True, "tanh", return_sequences, None, True,
+                                 ("fullT", cell, return_sequences))
+    network = (cell, 2, True, "tanh", return_sequences, 1)
+    a = _run(X, Y, h0, params, *network, None)
+    b = _run(X, Y, h0, params, *network, np.full(N, T, dtype=np.int32))
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
+
+
+@pytest.mark.parametrize("L", [1, 3], ids=lambda L: f"L{L}")
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_shapes_and_cache_layout(cell, L):
+    """hidden_states (N, T, C) for one layer and (L, N, T, C) for several, the state first in
+    each cache; final_state (N, L·S), layer by layer; layer l > 0 reads layer l-1's h."""
+    X, Y, h0, params = make_case(cell, L, True, "tanh", True, None, True, ("shapes", cell, L))
+    outputs, hidden_states, final_state = reference.forward(X, h0, params, H, O, True, "tanh",
+                                                            True, cell, L)
+    C, S = CELLS[cell].cache * H, _state_width(cell)
+    assert outputs.shape == (N, T, O)
+    assert hidden_states.shape == ((N, T, C) if L == 1 else (L, N, T, C))
+    assert final_state.shape == (N, L * S)
+    p = _unpack(params[None], _param_shapes(cell, L, I, H, O, True))
+    caches = hidden_states[None] if L == 1 else hidden_states
+    for n in range(N):
+        states, _ = _record_forward(X[n], h0[n], p, cell, L, True, "tanh")
+        for layer in range(L):
+            for t in range(T):
+                h, c = states[layer][t + 1]
+                want = np.concatenate([h[0], c[0]]) if cell == "lstm" else h[0]
+                _assert_close(caches[layer, n, t, :S], want)
+            np.testing.assert_array_equal(final_state[n, layer * S:(layer + 1) * S],
+                                          caches[layer, n, T - 1, :S])
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_forecast_carries_every_layer_state(cell):
+    """forecast(steps) = forward on the context, then forward on each forecast from the full
+    (N, L·S) state it left."""
+    L = 2
+    rng = np.random.default_rng(_seed("forecast", cell))
+    params = rng.uniform(-0.9, 0.9, size=rnnkit.param_count(O, H, O, True, cell, L))
+    X = rng.normal(size=(N, T, O))
+    got = reference.forecast(X, None, params, H, O, True, "tanh", 3, cell, L)
+    y, _, state = reference.forward(X, None, params, H, O, True, "tanh", False, cell, L)
+    for s in range(3):
+        np.testing.assert_array_equal(got[:, s], y)
+        y, _, state = reference.forward(y[:, None], state, params, H, O, True, "tanh", False,
+                                        cell, L)
+
+
+def test_train_epoch_takes_each_minibatch_lengths_in_order():
+    """train_epoch's lengths are per record of X, gathered by `order` per minibatch: the epoch
+    equals forward/backward/clip/sgd_step by hand on X[rows], Y[rows], lengths[rows]."""
+    cell, L = "gru", 2
+    rng = np.random.default_rng(_seed("epoch"))
+    n_rec = 5
+    X = rng.normal(size=(n_rec, T, I))
+    Y = rng.normal(size=(n_rec, T, O))
+    lengths = np.array([5, 1, 3, 4, 2], dtype=np.int64)
+    order = np.array([3, 0, 4, 1, 2])
+    params0 = rng.uniform(-0.5, 0.5, size=rnnkit.param_count(I, H, O, True, cell, L))
+    spec = (H, O, True, "tanh")
+
+    params = params0.copy()
+    losses, step, status, error = reference.train_epoch(
+        X, Y, params, order, 2, *spec, 1, None, 1.0, "sgd", 0.1, 0.0, 0.0, 0.9, 0.999, 1e-8,
+        None, None, None, 0, cell=cell, num_layers=L, lengths=lengths)
+    assert (status, error, step) == ("completed", None, 3)
+
+    want, want_losses = params0.copy(), []
+    for start in range(0, n_rec, 2):
+        rows = order[start:start + 2]
+        out, hs, _ = reference.forward(X[rows], None, want, *spec, True, cell, L, lengths[rows])
+        loss, grad = reference.backward(X[rows], Y[rows], None, want, hs, out, *spec, 1, cell, L,
+                                        lengths[rows])
+        reference.clip(grad, None, 1.0)
+        reference.sgd_step(want, grad, None, 0.1, 0.0, 0.0)
+        want_losses.append(loss)
+    np.testing.assert_array_equal(losses, want_losses)
+    np.testing.assert_array_equal(params, want)
+    # and the lengths matter: the same epoch without them ends elsewhere
+    other = params0.copy()
+    reference.train_epoch(X, Y, other, order, 2, *spec, 1, None, 1.0, "sgd", 0.1, 0.0, 0.0, 0.9,
+                          0.999, 1e-8, None, None, None, 0, cell=cell, num_layers=L)
+    assert np.abs(other - params).max() > 1e-3
+
+
+# ----------------------------------------------------------------------------- registry, layout
+def test_every_registered_cell_has_a_reference_step():
+    assert set(reference.CELL_STEPS) == set(CELLS)
+
+
+@pytest.mark.parametrize("L", [1, 2, 3])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_layout_matches_documented_order(cell, bias, L):
+    layout = rnnkit.param_layout(I, H, O, bias, cell, L)
+    assert [(name, shape) for name, _, shape in layout] == _param_shapes(cell, L, I, H, O, bias)
+    sizes = [int(np.prod(shape)) for _, _, shape in layout]
+    assert [off for _, off, _ in layout] == list(np.cumsum([0] + sizes[:-1]))
+    assert rnnkit.param_count(I, H, O, bias, cell, L) == sum(sizes)
+
+
+# ----------------------------------------------------------------------------- bad arguments
+def _bad_calls(cell="gru", num_layers=2, lengths=None, hidden_states=None):
+    """The four functions called with the given network arguments on a valid case."""
+    X, Y, h0, params = make_case("gru", 2, True, "tanh", True, None, False, ("bad",))
+    spec = (H, O, True, "tanh")
+    if hidden_states is None:
+        _, hidden_states, _ = reference.forward(X, None, params, *spec, True, "gru", 2)
+    outputs = np.zeros((N, T, O))
+    return {
+        "forward": lambda: reference.forward(X, None, params, *spec, True, cell, num_layers,
+                                             lengths),
+        "backward": lambda: reference.backward(X, Y, None, params, hidden_states, outputs, *spec,
+                                               None, cell, num_layers, lengths),
+        "train_epoch": lambda: reference.train_epoch(
+            X, Y, params.copy(), np.arange(N), 2, *spec, None, None, None, "sgd", 0.1, 0.0, 0.0,
+            0.9, 0.999, 1e-8, None, None, None, 0, cell=cell, num_layers=num_layers,
+            lengths=lengths),
+    }
+
+
+@pytest.mark.parametrize("function", ["forward", "backward", "train_epoch"])
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(cell="elman"), "cell must be one of"),
+    (dict(cell=None), "cell must be one of"),
+    (dict(num_layers=0), "num_layers must be an integer >= 1"),
+    (dict(num_layers=1.5), "num_layers must be an integer >= 1"),
+    (dict(num_layers=True), "num_layers must be an integer >= 1"),
+    (dict(lengths=np.array([5, 5])), r"lengths must have shape \(3,\)"),
+    (dict(lengths=np.array([[5, 5, 5]])), r"lengths must have shape \(3,\)"),
+    (dict(lengths=np.array([5.0, 5.0, 5.0])), "lengths must be an integer array"),
+    (dict(lengths=np.array([5, 0, 5])), r"lengths must lie in \[1, T\] = \[1, 5\]"),
+    (dict(lengths=np.array([5, 6, 5])), r"lengths must lie in \[1, T\] = \[1, 5\]"),
+], ids=["cell", "cell-None", "layers0", "layers-float", "layers-bool", "lengths-short",
+        "lengths-2d", "lengths-float", "lengths-0", "lengths-over-T"])
+def test_bad_arguments_raise_value_error(function, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _bad_calls(**kwargs)[function]()
+
+
+def test_forecast_checks_cell_and_layers():
+    params = np.zeros(rnnkit.param_count(O, H, O, True, "lstm", 2))
+    X = np.zeros((N, T, O))
+    with pytest.raises(ValueError, match="cell must be one of"):
+        reference.forecast(X, None, params, H, O, True, "tanh", 2, "elman", 2)
+    with pytest.raises(ValueError, match="num_layers must be an integer >= 1"):
+        reference.forecast(X, None, params, H, O, True, "tanh", 2, "lstm", 0)
+
+
+def test_mismatched_state_and_cache_raise_value_error():
+    """h0 must be (N, L·S); hidden_states must be the cache of the same cell and depth."""
+    X, Y, h0, params = make_case("lstm", 2, True, "tanh", True, None, True, ("shapes-bad",))
+    spec = (H, O, True, "tanh", True)
+    with pytest.raises(ValueError, match=r"h0 must have shape \(3, 12\)"):
+        reference.forward(X, h0[:, :2 * H], params, *spec, "lstm", 2)
+    outputs, hidden_states, _ = reference.forward(X, h0, params, *spec, "lstm", 2)
+    with pytest.raises(ValueError, match=r"hidden_states must have shape \(2, 3, 5, 21\)"):
+        reference.backward(X, Y, h0, params, hidden_states[0], outputs, *spec[:-1], None,
+                           "lstm", 2)
