@@ -402,7 +402,8 @@ def _layer_backward(step: CellStep, cache: np.ndarray, state0: np.ndarray, weigh
         Dx[rows, s] += dx_s
         Dh[rows, s] += dh_s
         dx[rows, s] = dx_s @ U
-        dstate = np.zeros_like(dstate)                       # outside its window: nothing
+        # the gradient reaching state_{s-1}; a record's window is contiguous, so the row of
+        # a record whose window starts at s is never read again
         dstate[rows] = d_prev
         dstate[rows, :H] += dh_s @ W
     return dx
