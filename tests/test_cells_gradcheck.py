@@ -543,3 +543,66 @@ def test_mismatched_state_and_cache_raise_value_error():
     with pytest.raises(ValueError, match=r"hidden_states must have shape \(2, 3, 5, 21\)"):
         reference.backward(X, Y, h0, params, hidden_states[0], outputs, *spec[:-1], None,
                            "lstm", 2)
+
+
+# ----------------------------------------------------------------------------- against PyTorch
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_equals_torch_packed_sequence(cell):
+    """The contract is PyTorch's (architecture.md §2-4): nn.RNN/GRU/LSTM with two layers on a
+    pack_padded_sequence batch from a nonzero initial state give the same outputs (0 at
+    padding), final state, masked MSE and full-BPTT gradient."""
+    torch = pytest.importorskip("torch")
+    L = 2
+    X, Y, h0, params = make_case(cell, L, True, "tanh", True, LENGTHS, True, ("torch", cell))
+    outputs, _, final_state, loss, grad = _run(X, Y, h0, params, cell, L, True, "tanh", True,
+                                               None, LENGTHS)
+
+    module = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cell](
+        I, H, num_layers=L, batch_first=True, dtype=torch.float64)
+    p = rnnkit.param_views(params, I, H, O, True, cell, L)
+    with torch.no_grad():
+        for layer in range(L):
+            s = _sfx(layer)
+            getattr(module, f"weight_ih_l{layer}").copy_(torch.from_numpy(p["U" + s]))
+            getattr(module, f"weight_hh_l{layer}").copy_(torch.from_numpy(p["W" + s]))
+            b_ih, b_hh = ((p["b" + s], np.zeros(H)) if cell == "rnn"
+                          else (p["b_ih" + s], p["b_hh" + s]))
+            getattr(module, f"bias_ih_l{layer}").copy_(torch.from_numpy(b_ih))
+            getattr(module, f"bias_hh_l{layer}").copy_(torch.from_numpy(b_hh))
+    V = torch.tensor(p["V"], requires_grad=True)
+    c = torch.tensor(p["c"], requires_grad=True)
+    S = _state_width(cell)
+    states = torch.from_numpy(h0.reshape(N, L, S).transpose(1, 0, 2).copy())   # (L, N, S)
+    hx = (states[..., :H].contiguous(), states[..., H:].contiguous()) if cell == "lstm" \
+        else states.contiguous()
+
+    packed = torch.nn.utils.rnn.pack_padded_sequence(
+        torch.from_numpy(np.nan_to_num(X)), torch.from_numpy(LENGTHS), batch_first=True,
+        enforce_sorted=False)
+    out, h_n = module(packed, hx)
+    h_seq, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)
+    valid = torch.from_numpy(np.arange(T) < LENGTHS[:, None])
+    y = torch.where(valid[..., None], h_seq @ V.T + c, 0.0)
+    loss_t = ((y - torch.from_numpy(np.nan_to_num(Y)))[valid] ** 2).mean()
+    loss_t.backward()
+
+    _assert_close(outputs, y.detach().numpy())
+    state_t = torch.cat(h_n, dim=2) if cell == "lstm" else h_n                # (L, N, S)
+    _assert_close(final_state, state_t.detach().numpy().transpose(1, 0, 2).reshape(N, L * S))
+    assert loss == pytest.approx(loss_t.item(), rel=1e-13, abs=0)
+    want = {"V": V.grad.numpy(), "c": c.grad.numpy()}
+    for layer in range(L):
+        s = _sfx(layer)
+        want["U" + s] = getattr(module, f"weight_ih_l{layer}").grad.numpy()
+        want["W" + s] = getattr(module, f"weight_hh_l{layer}").grad.numpy()
+        if cell == "rnn":
+            want["b" + s] = getattr(module, f"bias_ih_l{layer}").grad.numpy()
+        else:
+            want["b_ih" + s] = getattr(module, f"bias_ih_l{layer}").grad.numpy()
+            want["b_hh" + s] = getattr(module, f"bias_hh_l{layer}").grad.numpy()
+    got = rnnkit.param_views(grad, I, H, O, True, cell, L)
+    assert set(got) == set(want)
+    scale = np.abs(grad).max()
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=0, atol=1e-13 * scale,
+                                   err_msg=name)
