@@ -103,8 +103,10 @@ def test_partial_fit_is_one_more_epoch():
 
 def test_hyperparameter_errors_name_the_argument():
     X, y = _sequences(n=20)
-    with pytest.raises(ValueError, match=r"cell must be one of 'rnn' .*got 'lstm'"):
-        RNNRegressor(cell="lstm").fit(X, y)
+    with pytest.raises(ValueError, match=r"cell must be one of 'rnn', 'gru', 'lstm', got 'elman'"):
+        RNNRegressor(cell="elman").fit(X, y)
+    with pytest.raises(ValueError, match=r"num_layers must be an integer >= 1, got 0"):
+        RNNRegressor(num_layers=0).fit(X, y)
     with pytest.raises(ValueError, match=r"optimizer must be one of 'adam', 'sgd', got 'rmsprop'"):
         RNNRegressor(optimizer="rmsprop").fit(X, y)
     with pytest.raises(ValueError, match=r"hidden_size must be an integer >= 1, got 0"):
@@ -115,6 +117,20 @@ def test_hyperparameter_errors_name_the_argument():
         RNNRegressor(epochs=0).fit(X, y)
     with pytest.raises(ValueError, match=r"activation must be one of .*got 'gelu'"):
         RNNRegressor(activation="gelu").fit(X, y)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_gru_and_lstm_cells_with_layers(cell):
+    """cell and num_layers choose the model class and depth; an int random_state is its seed."""
+    X, y = _sequences(n=40)
+    est = RNNRegressor(cell=cell, num_layers=2, hidden_size=5, epochs=3, random_state=7,
+                       backend="reference").fit(X, y)
+    assert type(est.model_) is {"gru": rnnkit.GRU, "lstm": rnnkit.LSTM}[cell]
+    assert est.model_.num_layers == 2 and len(est.history_["loss"]) == 3
+    twin = {"gru": rnnkit.GRU, "lstm": rnnkit.LSTM}[cell](1, 5, 1, seed=7, num_layers=2,
+                                                          backend="reference")
+    twin.fit(X[:, :, None], y, epochs=3, optimizer=rnnkit.Adam(lr=0.01))
+    np.testing.assert_array_equal(est.predict(X), twin.predict(X)[:, 0])
 
 
 def test_pickle_round_trip_is_exact():

@@ -1,19 +1,20 @@
 """rnnkit: small, fast, exact recurrent neural networks for sequences.
 
 A C++ core (``rnnkit._core``) and a pure-NumPy reference (:mod:`rnnkit.reference`) implement
-the same functions; :class:`RNN` trains either with truncated BPTT, clipping, SGD or Adam.
+the same functions; :class:`RNN` (Elman), :class:`GRU` and :class:`LSTM`, stacks of ``num_layers``
+recurrent layers, train on either with truncated BPTT, clipping, SGD or Adam.
 """
 
 from . import callbacks, data, reference
 from ._faults import DivergenceError, ModelInUseError
 from .callbacks import EarlyStopping, History, ModelCheckpoint
 from .layout import param_count, param_layout, param_views
-from .model import RNN, get_num_threads, load, set_num_threads
+from .model import GRU, LSTM, RNN, Recurrent, get_num_threads, load, set_num_threads
 from .optimizers import SGD, Adam, Optimizer
 
 __version__ = "0.1.0"
 
-__all__ = ["RNN", "SGD", "Adam", "Optimizer", "load", "History", "EarlyStopping",
-           "ModelCheckpoint", "DivergenceError", "ModelInUseError", "callbacks", "data",
+__all__ = ["Recurrent", "RNN", "GRU", "LSTM", "SGD", "Adam", "Optimizer", "load", "History",
+           "EarlyStopping", "ModelCheckpoint", "DivergenceError", "ModelInUseError", "callbacks", "data",
            "reference", "param_layout", "param_count", "param_views", "set_num_threads",
            "get_num_threads", "__version__"]

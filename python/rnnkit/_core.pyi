@@ -6,6 +6,12 @@ with any other array of the call. Other arrays may have any layout (a C-contiguo
 made). Wrong types and 0-d arrays raise TypeError, wrong shapes or values ValueError, sizes
 whose buffers cannot be allocated ValueError (int64 overflow) or MemoryError, each naming the
 argument.
+
+``cell`` ("rnn", "gru", "lstm"), ``num_layers`` and ``lengths`` come last, with defaults that
+make every call DESIGN.md's Elman one (docs/architecture.md §6). States are (N, L*S): layer l's
+in columns [l*S, (l+1)*S), S = H, or 2H for an LSTM (h then c). ``lengths`` (N,) int64 in
+[1, T], or None for all T. ``hidden_states`` are the layers' caches, (N, T, C) for one layer,
+(L, N, T, C) for several (C = H, 5H, 7H for rnn, gru, lstm).
 """
 
 from typing import Callable, Optional, Tuple
@@ -15,20 +21,25 @@ from numpy.typing import NDArray
 
 def forward(X: NDArray[np.floating], h0: Optional[NDArray[np.floating]],
             params: NDArray[np.floating], hidden_size: int, output_size: int, bias: bool,
-            activation: str, return_sequences: bool
+            activation: str, return_sequences: bool, cell: str = "rnn", num_layers: int = 1,
+            lengths: Optional[NDArray[np.int64]] = None
             ) -> Tuple[NDArray[np.floating], NDArray[np.floating], NDArray[np.floating]]:
-    """(outputs (N, O) or (N, T, O), hidden_states (N, T, H), final_state (N, H))."""
+    """(outputs (N, O) or (N, T, O), hidden_states (N, T, C) or (L, N, T, C),
+    final_state (N, L*S))."""
 
 def backward(X: NDArray[np.floating], Y: NDArray[np.floating],
              h0: Optional[NDArray[np.floating]], params: NDArray[np.floating],
              hidden_states: NDArray[np.floating], outputs: NDArray[np.floating],
              hidden_size: int, output_size: int, bias: bool, activation: str,
-             bptt_truncate: Optional[int]) -> Tuple[float, NDArray[np.floating]]:
-    """(loss, grad (P,)): the truncated gradient of the MSE loss, in the layout of params."""
+             bptt_truncate: Optional[int], cell: str = "rnn", num_layers: int = 1,
+             lengths: Optional[NDArray[np.int64]] = None) -> Tuple[float, NDArray[np.floating]]:
+    """(loss, grad (P,)): the truncated gradient of the MSE loss (the mean over the valid
+    elements), in the layout of params."""
 
 def forecast(X: NDArray[np.floating], h0: Optional[NDArray[np.floating]],
              params: NDArray[np.floating], hidden_size: int, output_size: int, bias: bool,
-             activation: str, steps: int) -> NDArray[np.floating]:
+             activation: str, steps: int, cell: str = "rnn",
+             num_layers: int = 1) -> NDArray[np.floating]:
     """Autoregressive rollout from the context X (N, T, I), I == O: forecasts (N, steps, O)."""
 
 def clip(grad: NDArray[np.floating], clip_norm: Optional[float],
@@ -54,12 +65,14 @@ def train_epoch(X: NDArray[np.floating], Y: NDArray[np.floating], params: NDArra
                 exp_avg: Optional[NDArray[np.floating]],
                 exp_avg_sq: Optional[NDArray[np.floating]],
                 step: int, callback: Optional[Callable[[int], Optional[bool]]] = None,
-                losses_out: Optional[NDArray[np.float64]] = None
+                losses_out: Optional[NDArray[np.float64]] = None, cell: str = "rnn",
+                num_layers: int = 1, lengths: Optional[NDArray[np.int64]] = None
                 ) -> Tuple[NDArray[np.float64], int, str, Optional[BaseException]]:
     """One epoch in one call; returns (losses of the applied minibatches, step count after
     them, "completed" | "nonfinite" | "stopped", the exception that stopped it or None).
     ``losses_out`` (ceil(len(order) / batch_size),) float64, if given, receives each loss as
-    soon as it is known (readable inside the callback); the losses returned are a view of it."""
+    soon as it is known (readable inside the callback); the losses returned are a view of it.
+    ``lengths`` (N,) is indexed like X: each minibatch takes ``lengths[order[...]]``."""
 
 def set_num_threads(n: int) -> None:
     """Use n threads (>= 1) in the C++ core; results do not depend on it."""

@@ -138,11 +138,10 @@ class ModelLock:
 
 def _locked(acquire: str, release: str) -> Callable[[F], F]:
     def decorate(method: F) -> F:
-        call = f"RNN.{method.__name__}"
-
         @functools.wraps(method)
         def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
             lock = self._lock
+            call = f"{type(self).__name__}.{method.__name__}"     # RNN.fit, GRU.fit, ...
             getattr(lock, acquire)(call)
             try:
                 return method(self, *args, **kwargs)

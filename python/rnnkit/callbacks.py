@@ -2,7 +2,7 @@
 (:class:`EarlyStopping`, :class:`ModelCheckpoint`, or any callable ``f(epoch, logs)``) and the
 progress display of ``fit(verbose=...)``.
 
-``RNN.fit`` drives one :class:`TrainingRun` through a few hooks (``train_begin``,
+``fit`` (:meth:`rnnkit.Recurrent.fit`) drives one :class:`TrainingRun` through a few hooks (``train_begin``,
 ``batch_progress``, ``epoch_end``, ``train_end``); everything about callbacks and display lives
 here, so that ``fit`` itself stays the training loop.
 
@@ -26,7 +26,7 @@ import numpy as np
 from ._checks import check_choice, check_float, check_int
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from .model import RNN
+    from .model import Recurrent
 
 __all__ = ["History", "Callback", "EarlyStopping", "ModelCheckpoint", "TrainingRun"]
 
@@ -74,9 +74,9 @@ class Callback:
     trained (set before ``on_train_begin``); set ``model.stop_training = True`` to stop after
     the current epoch, as in Keras."""
 
-    model: Optional["RNN"] = None
+    model: Optional["Recurrent"] = None
 
-    def set_model(self, model: "RNN") -> None:
+    def set_model(self, model: "Recurrent") -> None:
         self.model = model
 
     def on_train_begin(self, logs: Optional[Logs] = None) -> None:
@@ -255,7 +255,7 @@ class TrainingRun:
     line per epoch (``epoch 3/10 - loss: ... - val_loss: ... - 0.12s``) to stdout.
     """
 
-    def __init__(self, model: "RNN", callbacks: Optional[Sequence[CallbackLike]], verbose: int,
+    def __init__(self, model: "Recurrent", callbacks: Optional[Sequence[CallbackLike]], verbose: int,
                  epochs: int, batch_sizes: np.ndarray, has_validation: bool) -> None:
         self.model = model
         self.callbacks = _as_callbacks(callbacks)

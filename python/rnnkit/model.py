@@ -1,24 +1,28 @@
-"""The user-facing model: :class:`RNN`, an Elman network trained with truncated BPTT."""
+"""The user-facing models: :class:`Recurrent`, a stack of recurrent layers with a linear output
+layer trained with truncated BPTT, and its cells :class:`RNN` (Elman), :class:`GRU`, :class:`LSTM`."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import tempfile
 import warnings
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import (Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Type,
+                    Union)
 
 import numpy as np
 
 from . import reference
 from .callbacks import CallbackLike, History, TrainingRun
-from ._checks import (as_real_array, check_choice, check_dtype, check_int, check_optional_int,
-                      check_optional_positive, check_shape)
+from ._checks import (DTYPES, as_real_array, check_choice, check_dtype, check_int,
+                      check_optional_int, check_optional_positive, check_shape)
 from ._faults import DivergenceError, InterruptGuard, ModelLock, reads_model, writes_model
-from .layout import param_count, param_layout, param_views
+from .cells import cell_spec
+from .layout import layer_suffix, param_count, param_layout, param_views
 from .optimizers import Adam, Optimizer, optimizer_from_config
 
-__all__ = ["RNN", "load", "set_num_threads", "get_num_threads"]
+__all__ = ["Recurrent", "RNN", "GRU", "LSTM", "load", "set_num_threads", "get_num_threads"]
 
 BACKENDS = ("cpp", "reference")
 ACTIVATIONS = reference.ACTIVATIONS
@@ -57,13 +61,14 @@ def _allocate_params(config: Dict[str, Any]) -> np.ndarray:
     """The flat parameter buffer for a configuration; MemoryError naming the sizes when it
     cannot be allocated."""
     size = param_count(config["input_size"], config["hidden_size"], config["output_size"],
-                       config["bias"])
+                       config["bias"], config["cell"], config["num_layers"])
     try:
         return np.empty(size, dtype=config["dtype"])
     except (MemoryError, ValueError):
         raise MemoryError(
             f"input_size={config['input_size']}, hidden_size={config['hidden_size']}, "
-            f"output_size={config['output_size']} need {size} {config['dtype']} parameters, "
+            f"output_size={config['output_size']}, cell={config['cell']!r}, "
+            f"num_layers={config['num_layers']} need {size} {config['dtype']} parameters, "
             "more than can be allocated") from None
 
 
@@ -102,31 +107,90 @@ def _stop_training(status: str, error: Optional[BaseException], guard: Interrupt
     raise error
 
 
-class RNN:
-    """An Elman recurrent network with a linear output layer (DESIGN.md §1).
+#: The model class of each cell name, filled by :class:`Recurrent` subclasses that set ``cell``
+#: (the first class to claim a cell is the one :func:`load` returns).
+CELL_CLASSES: Dict[str, Type["Recurrent"]] = {}
 
-    ``a_t = U x_t + W h_{t-1} + b``, ``h_t = f(a_t)``, ``y_t = V h_t + c``; the output is y_T
-    (many-to-one) or every y_t (``return_sequences=True``). Data is batch-first:
-    X (N, T, input_size), Y (N, output_size) or (N, T, output_size).
+#: Parameters of the torch modules' ``state_dict`` (``rnn.`` + ``weight_ih_l0``, ...) by
+#: rnnkit's name stem: U -> weight_ih, W -> weight_hh, b_ih -> bias_ih, b_hh -> bias_hh.
+_TORCH_NAMES = (("U", "weight_ih"), ("W", "weight_hh"), ("b_ih", "bias_ih"), ("b_hh", "bias_hh"))
+#: Arguments of from_torch's ``**kwargs`` that the torch modules decide.
+_FROM_TORCH_FIXED = ("input_size", "hidden_size", "output_size", "num_layers", "bias",
+                     "activation")
+
+
+def _import_torch() -> Any:
+    """torch, imported on demand (it is optional); ImportError saying how to install it."""
+    try:
+        return importlib.import_module("torch")
+    except ImportError as exc:
+        raise ImportError("this needs PyTorch, which rnnkit does not require: "
+                          "pip install torch==2.13.0") from exc
+
+
+def _describe(value: Any) -> str:
+    """A short description of an argument for an error message: shape for arrays."""
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        return f"{type(value).__name__} of shape {tuple(shape)}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return repr(value)[:80]
+
+
+class Recurrent:
+    """A stack of ``num_layers`` recurrent layers with a linear output layer
+    (DESIGN.md §1, docs/architecture.md): the base of :class:`RNN`, :class:`GRU` and
+    :class:`LSTM`, which differ only in their ``cell``. It holds everything else (checks,
+    training, state, persistence, PyTorch interop) and knows nothing about what a cell computes.
+
+    Layer 0 reads X, layer l > 0 reads layer l-1's ``h``; ``y_t = V h_t + c`` reads the top
+    layer's. The output is y_T (many-to-one) or every y_t (``return_sequences=True``). Data is
+    batch-first: X (N, T, input_size), Y (N, output_size) or (N, T, output_size).
 
     Parameters
     ----------
     input_size, hidden_size, output_size : sizes I, H, O (>= 1).
-    activation : "tanh" (default), "sigmoid" or "relu".
-    bias : whether b and c exist.
+    activation : "tanh" (default), "sigmoid" or "relu": the Elman ``f``; for GRU and LSTM the
+        candidate's (and LSTM's cell output's) activation, the gates being sigmoids as in
+        PyTorch, which is the "tanh" case.
+    bias : whether the layers' biases and the output bias c exist.
     return_sequences : many-to-many when True.
     dtype : "float32" or "float64"; every computation runs in it.
-    seed : seeds ``numpy.random.default_rng``, used for the initial weights (U, W, b, V, c
-        ~ Uniform(-1/sqrt(H), 1/sqrt(H)), drawn in that order) and for shuffling.
+    seed : seeds ``numpy.random.default_rng``, used for the initial weights (every parameter
+        ~ Uniform(-1/sqrt(H), 1/sqrt(H)), drawn in the order of :func:`rnnkit.param_layout`)
+        and for shuffling.
     backend : "cpp" (the compiled core, default) or "reference" (pure NumPy).
+    num_layers : stacked recurrent layers L (>= 1).
+
+    State
+    -----
+    As PyTorch's, batch-first: ``h`` (N, H) for one layer, (L, N, H) for several (a one-layer
+    model also accepts (1, N, H) as ``h0``); for an LSTM the pair ``(h, c)`` of two such arrays.
     """
+
+    #: The cell's name in :data:`rnnkit.cells.CELLS`; a subclass sets it, and that is all a
+    #: new cell needs here.
+    cell: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cell = cls.__dict__.get("cell")
+        if cell is not None:
+            cell_spec(cell)                 # a registered cell, else ValueError
+            CELL_CLASSES.setdefault(cell, cls)
 
     def __init__(self, input_size: int, hidden_size: int, output_size: int = 1,
                  activation: str = "tanh", bias: bool = True, return_sequences: bool = False,
-                 dtype: str = "float64", seed: Optional[int] = None, backend: str = "cpp"):
+                 dtype: str = "float64", seed: Optional[int] = None, backend: str = "cpp",
+                 num_layers: int = 1):
+        if not self.cell:
+            raise TypeError(f"{type(self).__name__} has no cell: use rnnkit.RNN, rnnkit.GRU or "
+                            "rnnkit.LSTM, or a subclass that sets cell")
         self.input_size = check_int(input_size, "input_size", 1)
         self.hidden_size = check_int(hidden_size, "hidden_size", 1)
         self.output_size = check_int(output_size, "output_size", 1)
+        self.num_layers = check_int(num_layers, "num_layers", 1)
         self.activation = check_choice(activation, "activation", ACTIVATIONS)
         if not isinstance(bias, (bool, np.bool_)):
             raise TypeError(f"bias must be True or False, got {bias!r}")
@@ -146,17 +210,31 @@ class RNN:
 
         self._params = _allocate_params(self.get_config())
         bound = 1.0 / np.sqrt(self.hidden_size)
-        for view in self._views().values():               # U, W, b, V, c: the layout order
+        for view in self._views().values():               # the layout order
             view[...] = self._rng.uniform(-bound, bound, size=view.shape)
 
     # ------------------------------------------------------------------ configuration
     def _views(self, flat: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
         return param_views(self._params if flat is None else flat, self.input_size,
-                           self.hidden_size, self.output_size, self.bias)
+                           self.hidden_size, self.output_size, self.bias, self.cell,
+                           self.num_layers)
 
     def _spec(self) -> Dict[str, Any]:
         return dict(hidden_size=self.hidden_size, output_size=self.output_size, bias=self.bias,
                     activation=self.activation)
+
+    def _cell_args(self, lengths: Optional[np.ndarray] = None) -> Dict[str, Any]:
+        """The trailing keyword arguments of the backend functions (architecture.md §6).
+        Only those that differ from their defaults are passed, so an Elman call is exactly
+        DESIGN.md §2's."""
+        args: Dict[str, Any] = {}
+        if self.cell != "rnn":
+            args["cell"] = self.cell
+        if self.num_layers != 1:
+            args["num_layers"] = self.num_layers
+        if lengths is not None:
+            args["lengths"] = lengths
+        return args
 
     def __getstate__(self) -> Dict[str, Any]:
         """Pickle support (joblib ships models to worker processes this way): everything but
@@ -173,24 +251,30 @@ class RNN:
         self._lock = ModelLock()
 
     def get_config(self) -> Dict[str, Any]:
-        """The constructor arguments, as a JSON-friendly dict."""
+        """The constructor arguments, as a JSON-friendly dict, and ``"cell"`` (the class's cell,
+        not a constructor argument: :func:`load` picks the class by it)."""
         return {"input_size": self.input_size, "hidden_size": self.hidden_size,
                 "output_size": self.output_size, "activation": self.activation,
                 "bias": self.bias, "return_sequences": self.return_sequences,
-                "dtype": self.dtype.name, "seed": self.seed, "backend": self.backend}
+                "dtype": self.dtype.name, "seed": self.seed, "backend": self.backend,
+                "num_layers": self.num_layers, "cell": self.cell}
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"RNN({args})"
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "cell")
+        return f"{type(self).__name__}({args})"
 
     @property
     def num_parameters(self) -> int:
+        """The number of scalars in the flat parameter buffer."""
         return int(self._params.size)
 
     # ------------------------------------------------------------------ weights
     @property
     def weights(self) -> Dict[str, np.ndarray]:
-        """Copies of the parameters: "U" (H, I), "W" (H, H), ["b" (H,),] "V" (O, H), ["c" (O,)]."""
+        """Copies of the parameters, keyed as :func:`rnnkit.param_layout` names them: per
+        layer l, "U" (G*H, I_l), "W" (G*H, H) and with bias "b" (H,) (RNN) or "b_ih", "b_hh"
+        (G*H,) (GRU, LSTM), layers l >= 1 with the suffix "_l{l}"; then "V" (O, H) and with
+        bias "c" (O,). G is the number of gates: RNN 1, GRU 3, LSTM 4."""
         return self._weights()
 
     @reads_model
@@ -202,8 +286,9 @@ class RNN:
         """Replace every parameter from a dict with exactly the keys of :attr:`weights`."""
         if not isinstance(weights, dict):
             raise TypeError(f"weights must be a dict, got {type(weights).__name__}")
-        expected = [name for name, _, _ in param_layout(self.input_size, self.hidden_size,
-                                                        self.output_size, self.bias)]
+        expected = [name for name, _, _ in param_layout(
+            self.input_size, self.hidden_size, self.output_size, self.bias, self.cell,
+            self.num_layers)]
         if sorted(weights) != sorted(expected):
             raise ValueError(f"weights must have exactly the keys {expected}, "
                              f"got {sorted(weights)}")
@@ -239,38 +324,111 @@ class RNN:
             check_shape(arr, name, (N, O))
         return arr
 
-    def _check_h0(self, h0: Any, N: int) -> Optional[np.ndarray]:
+    def _check_lengths(self, lengths: Any, X: np.ndarray,
+                       name: str = "lengths") -> Optional[np.ndarray]:
+        """lengths (N,) of integers in [1, T], as the int64 array the backends take."""
+        if lengths is None:
+            return None
+        N, T = X.shape[:2]
+        try:
+            arr = np.asarray(lengths)
+        except ValueError as exc:          # ragged nested lists
+            raise ValueError(f"{name} must be an integer array of shape ({N},): {exc}") from None
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"{name} must be an array of integers of shape ({N},) (one length "
+                            f"per record), got dtype {arr.dtype}")
+        if arr.shape != (N,):
+            raise ValueError(f"{name} must have shape ({N},) (one length per record of X), "
+                             f"got {arr.shape}")
+        bad = np.flatnonzero((arr < 1) | (arr > T))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(f"{name} must hold integers in [1, {T}] (X has T = {T} steps), got "
+                             f"{name}[{i}] = {arr[i]}")
+        return np.ascontiguousarray(arr, dtype=np.int64)
+
+    def _state_shape(self, N: Any) -> Tuple[Any, ...]:
+        return (N, self.hidden_size) if self.num_layers == 1 else (
+            self.num_layers, N, self.hidden_size)
+
+    def _check_state_part(self, value: Any, name: str, N: int) -> np.ndarray:
+        """One state array as (L, N, H)."""
+        arr = as_real_array(value, name, self.dtype)
+        L, H = self.num_layers, self.hidden_size
+        if L == 1 and arr.ndim == 3 and arr.shape[0] == 1:
+            arr = arr[0]                    # PyTorch's (1, N, H) for one layer
+        check_shape(arr, name, self._state_shape(N))
+        return arr.reshape(L, N, H)
+
+    def _check_h0(self, h0: Any, N: int, name: str = "h0") -> Optional[np.ndarray]:
+        """The initial state in the model's form (see the class docstring), as the backends'
+        (N, L*S) array; None stays None (zeros)."""
         if h0 is None:
             return None
-        arr = as_real_array(h0, "h0", self.dtype)
-        check_shape(arr, "h0", (N, self.hidden_size))
-        return arr
+        shape = "(" + ", ".join(map(str, self._state_shape(N))) + ")"
+        if cell_spec(self.cell).state == 2:         # (h, c)
+            if not isinstance(h0, (tuple, list)) or len(h0) != 2:
+                raise TypeError(f"{name} must be the pair (h0, c0) of an {type(self).__name__}, "
+                                f"each of shape {shape}, got {_describe(h0)}")
+            parts = [self._check_state_part(h0[0], f"{name}[0]", N),
+                     self._check_state_part(h0[1], f"{name}[1]", N)]
+        else:
+            if isinstance(h0, tuple):
+                raise TypeError(f"{name} must be one array of shape {shape} (the pair (h, c) is "
+                                f"an LSTM's state), got {_describe(h0)}")
+            parts = [self._check_state_part(h0, name, N)]
+        stacked = np.concatenate(parts, axis=2)             # (L, N, S): h, then c
+        return np.ascontiguousarray(stacked.transpose(1, 0, 2).reshape(N, -1))
+
+    def _state_out(self, flat: np.ndarray) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+        """The backends' (N, L*S) state in the model's form."""
+        N = flat.shape[0]
+        L, H = self.num_layers, self.hidden_size
+        layers = flat.reshape(N, L, -1).transpose(1, 0, 2)  # (L, N, S)
+
+        def form(part: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(part[0] if L == 1 else part)
+
+        if cell_spec(self.cell).state == 2:
+            return form(layers[:, :, :H]), form(layers[:, :, H:])
+        return form(layers)
 
     # ------------------------------------------------------------------ inference
     @reads_model
-    def forward(self, X: Any, h0: Any = None) -> Tuple[np.ndarray, np.ndarray]:
-        """Outputs and final state: ``(outputs, h_T)``, outputs (N, O) or (N, T, O), h_T (N, H).
-        ``h0`` (N, H) is the initial state, zeros when None."""
+    def forward(self, X: Any, h0: Any = None, lengths: Any = None
+                ) -> Tuple[np.ndarray, Any]:
+        """Outputs and final state: ``(outputs, state)``, outputs (N, O) or (N, T, O).
+
+        ``state`` and ``h0`` (the initial state, zeros when None) are batch-first as in
+        PyTorch: h (N, H) for one layer, (L, N, H) for several; an LSTM's are pairs (h, c).
+        ``lengths`` (N,) integers in [1, T]: record n's steps from lengths[n] on are padding
+        (its state stays, its many-to-one output is read at its last valid step, its
+        many-to-many outputs there are 0), as if each record ran alone on its own steps.
+        """
         X = self._check_x(X)
         h0 = self._check_h0(h0, X.shape[0])
-        outputs, _, final_state = self._backend.forward(X, h0, self._params, **self._spec(),
-                                                        return_sequences=self.return_sequences)
-        return outputs, final_state
+        lengths = self._check_lengths(lengths, X)
+        outputs, _, final_state = self._backend.forward(
+            X, h0, self._params, **self._spec(), return_sequences=self.return_sequences,
+            **self._cell_args(lengths))
+        return outputs, self._state_out(final_state)
 
     @reads_model
-    def predict(self, X: Any, h0: Any = None) -> np.ndarray:
-        """The outputs for X: (N, O), or (N, T, O) with ``return_sequences``."""
-        return self.forward(X, h0)[0]
+    def predict(self, X: Any, h0: Any = None, lengths: Any = None) -> np.ndarray:
+        """The outputs for X: (N, O), or (N, T, O) with ``return_sequences``
+        (``h0`` and ``lengths`` as in :meth:`forward`)."""
+        outputs: np.ndarray = self.forward(X, h0, lengths)[0]
+        return outputs
 
     def forecast(self, context: Any, steps: int, h0: Any = None) -> np.ndarray:
         """Autoregressive rollout: predict ``steps`` values past the end of ``context``,
         feeding each prediction back as the next input (so ``input_size == output_size``).
 
-        ``context`` is (N, T, I) (or (N, T) when I == 1), run from ``h0`` (zeros when None).
-        Returns (N, steps, O): ``[:, 0]`` is the output after the context's last step (what
-        :meth:`predict` gives for a many-to-one model), ``[:, s]`` the output after feeding
-        ``[:, s - 1]`` back in. The whole rollout runs in one backend call, and equals, bit for
-        bit, a loop of :meth:`forward` calls carrying the state.
+        ``context`` is (N, T, I) (or (N, T) when I == 1), run from ``h0`` (zeros when None, in
+        the form of :meth:`forward`). Returns (N, steps, O): ``[:, 0]`` is the output after the
+        context's last step (what :meth:`predict` gives for a many-to-one model), ``[:, s]`` the
+        output after feeding ``[:, s - 1]`` back in. The whole rollout runs in one backend call,
+        and equals, bit for bit, a loop of :meth:`forward` calls carrying the state.
         """
         if self.input_size != self.output_size:
             raise ValueError(
@@ -281,34 +439,46 @@ class RNN:
         X = self._check_x(context, "context")
         h0 = self._check_h0(h0, X.shape[0])
         forecasts: np.ndarray = self._backend.forecast(X, h0, self._params, **self._spec(),
-                                                       steps=steps)
+                                                       steps=steps, **self._cell_args())
         return forecasts
 
     @reads_model
-    def loss(self, X: Any, Y: Any, h0: Any = None) -> float:
-        """Mean squared error over every target element."""
+    def loss(self, X: Any, Y: Any, h0: Any = None, lengths: Any = None) -> float:
+        """Mean squared error over every target element; with ``lengths``, over the valid
+        ones (N*O many-to-one, O*sum(lengths) many-to-many: padded steps' targets are
+        ignored)."""
         X = self._check_x(X)
         Y = self._check_y(Y, X)
-        outputs = self.forward(X, h0)[0]
-        return float(np.mean((outputs - Y) ** 2))
+        lengths = self._check_lengths(lengths, X)
+        outputs = self.forward(X, h0, lengths)[0]
+        if lengths is None or not self.return_sequences:
+            return float(np.mean((outputs - Y) ** 2))
+        valid = np.arange(X.shape[1])[None, :] < lengths[:, None]       # (N, T)
+        return float(np.mean((outputs[valid] - Y[valid]) ** 2))
 
     def _loss_and_grad(self, X: np.ndarray, Y: np.ndarray, h0: Optional[np.ndarray],
-                       bptt_truncate: Optional[int]) -> Tuple[float, np.ndarray, np.ndarray]:
+                       bptt_truncate: Optional[int], lengths: Optional[np.ndarray]
+                       ) -> Tuple[float, np.ndarray, np.ndarray]:
+        cell_args = self._cell_args(lengths)
         outputs, hidden_states, final_state = self._backend.forward(
-            X, h0, self._params, **self._spec(), return_sequences=self.return_sequences)
+            X, h0, self._params, **self._spec(), return_sequences=self.return_sequences,
+            **cell_args)
         loss, grad = self._backend.backward(X, Y, h0, self._params, hidden_states, outputs,
-                                            **self._spec(), bptt_truncate=bptt_truncate)
+                                            **self._spec(), bptt_truncate=bptt_truncate,
+                                            **cell_args)
         return loss, grad, final_state
 
     @reads_model
     def gradients(self, X: Any, Y: Any, bptt_truncate: Optional[int] = None,
-                  h0: Any = None) -> Dict[str, np.ndarray]:
-        """The truncated gradient of the loss, as a dict shaped like :attr:`weights`."""
+                  h0: Any = None, lengths: Any = None) -> Dict[str, np.ndarray]:
+        """The truncated gradient of the loss, as a dict shaped like :attr:`weights`
+        (``h0`` and ``lengths`` as in :meth:`forward`)."""
         X = self._check_x(X)
         Y = self._check_y(Y, X)
         h0 = self._check_h0(h0, X.shape[0])
+        lengths = self._check_lengths(lengths, X)
         k = _truncation(bptt_truncate, X.shape[1])
-        grad = self._loss_and_grad(X, Y, h0, k)[1]
+        grad = self._loss_and_grad(X, Y, h0, k, lengths)[1]
         return {name: view.copy() for name, view in self._views(grad).items()}
 
     # ------------------------------------------------------------------ training
@@ -326,22 +496,25 @@ class RNN:
     @writes_model
     def train_step(self, X: Any, Y: Any, h0: Any = None, optimizer: Optional[Optimizer] = None,
                    bptt_truncate: Optional[int] = None, clip_norm: Optional[float] = None,
-                   clip_value: Optional[float] = None) -> Tuple[float, np.ndarray]:
+                   clip_value: Optional[float] = None, lengths: Any = None
+                   ) -> Tuple[float, Any]:
         """One clipped update on one minibatch, starting from state ``h0`` (zeros when None).
 
-        Returns ``(loss, h_T)``: the loss before the update and the final state of that forward
-        pass, to carry into the next call (the state is a plain array: no gradient flows back
-        through it, like ``hidden.detach()`` in PyTorch).
+        Returns ``(loss, state)``: the loss before the update and the final state of that
+        forward pass (in the form of :meth:`forward`), to carry into the next call (plain
+        arrays: no gradient flows back through them, like ``hidden.detach()`` in PyTorch).
+        ``lengths`` as in :meth:`forward`.
         """
         X = self._check_x(X)
         Y = self._check_y(Y, X)
         h0 = self._check_h0(h0, X.shape[0])
+        lengths = self._check_lengths(lengths, X)
         k = _truncation(bptt_truncate, X.shape[1])
         clip_norm = check_optional_positive(clip_norm, "clip_norm")
         clip_value = check_optional_positive(clip_value, "clip_value")
         opt = self._use_optimizer(optimizer)
         with np.errstate(over="ignore", invalid="ignore"):    # a diverging step is reported
-            loss, grad, final_state = self._loss_and_grad(X, Y, h0, k)
+            loss, grad, final_state = self._loss_and_grad(X, Y, h0, k, lengths)
             norm = self._backend.clip(grad, clip_norm, clip_value)
         if not (np.isfinite(loss) and np.isfinite(norm)):
             raise DivergenceError(
@@ -349,15 +522,15 @@ class RNN:
                 "applied; try clip_norm / clip_value or a smaller learning rate.")
         with InterruptGuard():          # Ctrl-C waits for the update (and its step count)
             opt.apply(self._backend, self._params, grad)
-        return loss, final_state
+        return loss, self._state_out(final_state)
 
     @writes_model
     def fit(self, X: Any, Y: Any, epochs: int = 1, batch_size: int = 32,
             optimizer: Optional[Optimizer] = None, bptt_truncate: Optional[int] = None,
             clip_norm: Optional[float] = None, clip_value: Optional[float] = None,
-            validation_data: Optional[Tuple[Any, Any]] = None, shuffle: bool = True,
+            validation_data: Optional[Tuple[Any, ...]] = None, shuffle: bool = True,
             verbose: int = 0, callbacks: Optional[Sequence[CallbackLike]] = None,
-            on_nonfinite: str = "raise") -> History:
+            on_nonfinite: str = "raise", lengths: Any = None) -> History:
         """Train for ``epochs`` epochs of minibatch updates; returns the history.
 
         Each epoch shuffles the records (``shuffle=True``, with the model's generator), then for
@@ -365,6 +538,10 @@ class RNN:
         gradient (``bptt_truncate`` k, None for full BPTT), clip (``clip_norm`` then
         ``clip_value``), update with ``optimizer`` (kept on the model with its state; Adam() the
         first time none is given). The whole epoch runs in one backend call.
+
+        ``lengths`` (N,) integers in [1, T], one per record of X, makes a padded batch (see
+        :meth:`forward`); each record keeps its length through the shuffling.
+        ``validation_data`` is ``(X_val, Y_val)`` or ``(X_val, Y_val, lengths_val)``.
 
         ``verbose``: 0 silent; 1 a progress bar over each epoch's minibatches with the running
         loss, then the epoch's loss, val_loss and time (tqdm when installed, else one line per
@@ -389,17 +566,21 @@ class RNN:
         """
         X = self._check_x(X)
         Y = self._check_y(Y, X)
+        lengths = self._check_lengths(lengths, X)
         epochs = check_int(epochs, "epochs", 0)
         batch_size = min(check_int(batch_size, "batch_size", 1), X.shape[0])  # one batch at most
         k = _truncation(bptt_truncate, X.shape[1])
         clip_norm = check_optional_positive(clip_norm, "clip_norm")
         clip_value = check_optional_positive(clip_value, "clip_value")
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise TypeError("validation_data must be a pair (X_val, Y_val), got "
-                                f"{type(validation_data).__name__}")
+            if (not isinstance(validation_data, (tuple, list)) or
+                    len(validation_data) not in (2, 3)):
+                raise TypeError("validation_data must be a pair (X_val, Y_val) or a triple "
+                                f"(X_val, Y_val, lengths_val), got {_describe(validation_data)}")
             X_val = self._check_x(validation_data[0], "validation_data[0]")
             Y_val = self._check_y(validation_data[1], X_val, "validation_data[1]")
+            lengths_val = (self._check_lengths(validation_data[2], X_val, "validation_data[2]")
+                           if len(validation_data) == 3 else None)
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
         check_choice(on_nonfinite, "on_nonfinite", ("raise", "stop"))
@@ -425,14 +606,14 @@ class RNN:
                 losses, opt.step_count, status, error = self._backend.train_epoch(
                     X, Y, self._params, order, batch_size, **self._spec(), bptt_truncate=k,
                     clip_norm=clip_norm, clip_value=clip_value, **opt.epoch_args(),
-                    callback=keep_going, losses_out=losses_out)
+                    callback=keep_going, losses_out=losses_out, **self._cell_args(lengths))
                 if status != "completed":
                     _stop_training(status, error, guard, on_nonfinite, epoch + 1,
                                    len(losses), len(batch_sizes), history)
                     break                   # on_nonfinite="stop"
                 logs = {"loss": float(np.dot(losses, batch_sizes) / N)}
                 if validation_data is not None:
-                    logs["val_loss"] = self.loss(X_val, Y_val)
+                    logs["val_loss"] = self.loss(X_val, Y_val, lengths=lengths_val)
                 stop = run.epoch_end(logs)
                 if guard.requested:         # Ctrl-C during the validation loss or a callback
                     _stop_training("stopped", None, guard, on_nonfinite, epoch + 1,
@@ -444,9 +625,10 @@ class RNN:
     # ------------------------------------------------------------------ persistence
     @reads_model
     def save(self, path: PathLike) -> None:
-        """Write the configuration, weights, optimizer (with its state) and the random
-        generator's state to an ``.npz`` file, so that training resumes exactly after
-        :func:`rnnkit.load`. The file is written to a temporary name and renamed into place."""
+        """Write the configuration (cell and num_layers included), weights, optimizer (with
+        its state) and the random generator's state to an ``.npz`` file, so that training
+        resumes exactly after :func:`rnnkit.load`, which returns the same class. The file is
+        written to a temporary name and renamed into place."""
         arrays: Dict[str, Any] = {
             "format_version": np.array(FORMAT_VERSION),
             "config": np.array(json.dumps(self.get_config())),
@@ -472,6 +654,185 @@ class RNN:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+
+    # ------------------------------------------------------------------ PyTorch interop
+    @classmethod
+    def _torch_name(cls) -> str:
+        """The torch.nn module of this cell: RNN, GRU, LSTM (the cell's name upper-cased)."""
+        return cls.cell.upper()
+
+    @reads_model
+    def to_torch_state_dict(self) -> Dict[str, Any]:
+        """The weights as the ``state_dict`` of a PyTorch module with two children, ``rnn`` a
+        ``torch.nn.RNN/GRU/LSTM(input_size, hidden_size, num_layers, bias=bias,
+        batch_first=True)`` and ``linear`` a ``torch.nn.Linear(hidden_size, output_size,
+        bias=bias)``: keys ``"rnn.weight_ih_l0"``, ``"rnn.weight_hh_l0"``,
+        [``"rnn.bias_ih_l0"``, ``"rnn.bias_hh_l0"``,] ... per layer, then ``"linear.weight"``,
+        [``"linear.bias"``]; values are new torch tensors (CPU, the model's dtype).
+
+        To load it into two separate modules, strip the prefixes:
+        ``rnn.load_state_dict({k[4:]: v for k, v in sd.items() if k.startswith("rnn.")})``
+        (``k[7:]`` for ``"linear."``). An Elman layer's one bias ``b`` goes to ``bias_ih`` and
+        ``bias_hh`` is zero (torch adds the two). The tensors hold the weights whatever the
+        activation; torch's modules compute the same function only for activations they have
+        (nn.RNN tanh or relu, nn.GRU/nn.LSTM tanh). Needs torch (``pip install
+        torch==2.13.0``); :meth:`to_torch` builds the modules too.
+        """
+        torch = _import_torch()
+        w = {name: view.copy() for name, view in self._views().items()}
+        two_biases = cell_spec(self.cell).two_biases
+        out: Dict[str, Any] = {}
+        for layer in range(self.num_layers):
+            s = layer_suffix(layer)
+            for ours, theirs in _TORCH_NAMES:
+                if ours.startswith("b") and not self.bias:
+                    continue
+                if two_biases or not ours.startswith("b"):
+                    value = w[ours + s]
+                else:               # Elman: b_ih = b, b_hh = 0
+                    value = w["b" + s] if ours == "b_ih" else np.zeros_like(w["b" + s])
+                out[f"rnn.{theirs}_l{layer}"] = torch.from_numpy(value)
+        out["linear.weight"] = torch.from_numpy(w["V"])
+        if self.bias:
+            out["linear.bias"] = torch.from_numpy(w["c"])
+        return out
+
+    def to_torch(self) -> Tuple[Any, Any]:
+        """``(module, linear)``: a new ``torch.nn.RNN/GRU/LSTM(..., batch_first=True)`` and
+        ``torch.nn.Linear`` in the model's dtype holding its weights (see
+        :meth:`to_torch_state_dict`), computing what this model computes. ValueError for an
+        activation torch's module does not have. Needs torch (``pip install torch==2.13.0``)."""
+        torch = _import_torch()
+        name = type(self)._torch_name()
+        kwargs: Dict[str, Any] = {}
+        if name == "RNN" and self.activation in ("tanh", "relu"):
+            kwargs["nonlinearity"] = self.activation
+        elif self.activation != "tanh":
+            raise ValueError(f"torch.nn.{name} has no activation={self.activation!r}; "
+                             "to_torch_state_dict() still gives the weights")
+        dtype = getattr(torch, self.dtype.name)
+        module = getattr(torch.nn, name)(self.input_size, self.hidden_size,
+                                         num_layers=self.num_layers, bias=self.bias,
+                                         batch_first=True, dtype=dtype, **kwargs)
+        linear = torch.nn.Linear(self.hidden_size, self.output_size, bias=self.bias,
+                                 dtype=dtype)
+        state = self.to_torch_state_dict()
+        module.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("rnn.")})
+        linear.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("linear.")})
+        return module, linear
+
+    @classmethod
+    def from_torch(cls, module: Any, linear: Any, **kwargs: Any) -> "Recurrent":
+        """A model holding the weights of a PyTorch ``module`` (``torch.nn.RNN``, ``GRU`` or
+        ``LSTM``, matching the class; ``Recurrent.from_torch`` picks the class from the
+        module) followed by ``linear`` (``torch.nn.Linear(hidden_size, output_size)``).
+
+        The sizes, ``num_layers``, ``bias`` and the activation (nn.RNN's ``nonlinearity``,
+        tanh for GRU/LSTM) come from the modules; ``kwargs`` gives the other constructor
+        arguments (``return_sequences``, ``dtype``, ``seed``, ``backend``); ``dtype``
+        defaults to the module's (float32 or float64). An nn.RNN layer's two biases are summed
+        into ``b``. ``batch_first`` does not change the weights and is not checked: the model
+        is batch-first. Refused, with ValueError: bidirectional modules, LSTM ``proj_size``,
+        a module and a linear layer that do not both have biases or both lack them (rnnkit's
+        one ``bias`` flag). ``dropout`` > 0 between layers does not exist in rnnkit: it is
+        ignored with a warning (the model equals the module in ``eval()`` mode).
+        Needs torch (``pip install torch==2.13.0``).
+        """
+        torch = _import_torch()
+        if not cls.cell:                    # Recurrent.from_torch: the class of the module
+            target = next((klass for cell, klass in CELL_CLASSES.items()
+                           if isinstance(module, getattr(torch.nn, klass._torch_name(), ()))),
+                          None)
+            if target is None:
+                raise TypeError("module must be a torch.nn." +
+                                ", torch.nn.".join(k._torch_name() for k in CELL_CLASSES.values())
+                                + f", got {type(module).__name__}")
+            return target.from_torch(module, linear, **kwargs)
+        name = cls._torch_name()
+        expected = getattr(torch.nn, name, None)
+        if expected is None or not isinstance(module, expected):
+            raise TypeError(f"{cls.__name__}.from_torch: module must be a torch.nn.{name}, got "
+                            f"{type(module).__name__}")
+        if not isinstance(linear, torch.nn.Linear):
+            raise TypeError(f"{cls.__name__}.from_torch: linear must be a torch.nn.Linear, got "
+                            f"{type(linear).__name__}")
+        fixed = sorted(set(kwargs) & set(_FROM_TORCH_FIXED))
+        if fixed:
+            raise TypeError(f"from_torch takes {', '.join(fixed)} from the torch modules; "
+                            "pass only return_sequences, dtype, seed, backend")
+        if module.bidirectional:
+            raise ValueError(f"module is bidirectional (bidirectional=True): rnnkit's layers "
+                             f"run forward in time only")
+        if getattr(module, "proj_size", 0):
+            raise ValueError(f"module has proj_size={module.proj_size}: rnnkit's LSTM has no "
+                             "projection (proj_size=0)")
+        if module.dropout:
+            warnings.warn(f"module has dropout={module.dropout} between layers, which rnnkit "
+                          "does not have: it is ignored (the model equals the module in eval "
+                          "mode)", UserWarning, stacklevel=2)
+        if linear.in_features != module.hidden_size:
+            raise ValueError(f"linear must read the module's hidden_size={module.hidden_size} "
+                             f"features, got in_features={linear.in_features}")
+        bias = bool(module.bias)
+        if bias != (linear.bias is not None):
+            raise ValueError(f"rnnkit has one bias flag for the recurrent and the output layer: "
+                             f"module has bias={bias} but linear has bias="
+                             f"{linear.bias is not None}")
+        if "dtype" not in kwargs:
+            kwargs["dtype"] = str(module.weight_ih_l0.dtype).replace("torch.", "")
+            if kwargs["dtype"] not in DTYPES:
+                raise ValueError(f"module's weights are {kwargs['dtype']}; pass dtype='float32' "
+                                 "or dtype='float64' to convert them")
+        model = cls(input_size=module.input_size, hidden_size=module.hidden_size,
+                    output_size=linear.out_features, num_layers=module.num_layers, bias=bias,
+                    activation=getattr(module, "nonlinearity", "tanh"), **kwargs)
+
+        def get(tensor: Any) -> np.ndarray:
+            arr: np.ndarray = tensor.detach().cpu().numpy().astype(np.float64)
+            return arr
+
+        two_biases = cell_spec(cls.cell).two_biases
+        weights: Dict[str, np.ndarray] = {}
+        for layer in range(module.num_layers):
+            s = layer_suffix(layer)
+            for ours, theirs in _TORCH_NAMES:
+                if ours.startswith("b") and not bias:
+                    continue
+                value = get(getattr(module, f"{theirs}_l{layer}"))
+                if two_biases or not ours.startswith("b"):
+                    weights[ours + s] = value
+                elif ours == "b_ih":        # Elman: b = b_ih + b_hh
+                    weights["b" + s] = value
+                else:
+                    weights["b" + s] = weights["b" + s] + value
+        weights["V"] = get(linear.weight)
+        if bias:
+            weights["c"] = get(linear.bias)
+        model.set_weights(weights)
+        return model
+
+
+class RNN(Recurrent):
+    """An Elman recurrent network (DESIGN.md §1): ``h_t = f(U x_t + b + W h_{t-1})``, one bias
+    ``b`` per layer; ``torch.nn.RNN``'s equations (whose two biases sum to ``b``). See
+    :class:`Recurrent` for the arguments and methods."""
+
+    cell = "rnn"
+
+
+class GRU(Recurrent):
+    """A GRU network, ``torch.nn.GRU``'s equations and gate order (reset, update, new) and its
+    two biases ``b_ih``, ``b_hh`` (docs/architecture.md §2). See :class:`Recurrent`."""
+
+    cell = "gru"
+
+
+class LSTM(Recurrent):
+    """An LSTM network, ``torch.nn.LSTM``'s equations and gate order (input, forget, cell,
+    output) and its two biases ``b_ih``, ``b_hh``; its state is the pair ``(h, c)``
+    (docs/architecture.md §2). See :class:`Recurrent`."""
+
+    cell = "lstm"
 
 
 def _fsync_directory(directory: str) -> None:
@@ -534,10 +895,12 @@ def _read_npz(path: str) -> Dict[str, np.ndarray]:
                              f"({type(exc).__name__}: {exc})") from None
 
 
-def load(path: PathLike, backend: Optional[str] = None) -> RNN:
-    """Read a model written by :meth:`RNN.save`. No pickle: only arrays and JSON are read, so
-    no code runs from a file. ``backend`` overrides the saved one. A file that is truncated,
-    corrupted, of another format version or not an rnnkit model raises ValueError."""
+def load(path: PathLike, backend: Optional[str] = None) -> Recurrent:
+    """Read a model written by :meth:`Recurrent.save`, as the class that saved it (RNN, GRU,
+    LSTM; files written before cells existed hold an RNN). No pickle: only arrays and JSON are
+    read, so no code runs from a file. ``backend`` overrides the saved one. A file that is
+    truncated, corrupted, of another format version or not an rnnkit model raises
+    ValueError."""
     path = os.fspath(path)
     files = _read_npz(path)
     try:
@@ -562,9 +925,15 @@ def load(path: PathLike, backend: Optional[str] = None) -> RNN:
         bias = config.get("bias")
         if not isinstance(bias, bool):
             raise ValueError(f"config['bias'] must be true or false, got {bias!r}")
-        size = param_count(sizes["input_size"], sizes["hidden_size"], sizes["output_size"], bias)
+        cell = config.pop("cell", "rnn")            # files from before cells: Elman
+        if not isinstance(cell, str) or cell not in CELL_CLASSES:
+            raise ValueError(f"config['cell'] must be one of {tuple(CELL_CLASSES)}, "
+                             f"got {cell!r}")
+        num_layers = check_int(config.get("num_layers", 1), "config['num_layers']", 1)
+        size = param_count(sizes["input_size"], sizes["hidden_size"], sizes["output_size"], bias,
+                           cell, num_layers)
         params = _saved_array(files, "params", size, check_dtype(config.get("dtype")))
-        model = RNN(**config)
+        model = CELL_CLASSES[cell](**config)
         model._params[...] = params
         try:
             model._rng.bit_generator.state = _saved_json(files, "rng_state", dict)

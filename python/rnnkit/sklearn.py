@@ -1,4 +1,5 @@
-"""A scikit-learn estimator around :class:`rnnkit.RNN`: :class:`RNNRegressor`.
+"""A scikit-learn estimator around :class:`rnnkit.RNN`, :class:`rnnkit.GRU` and
+:class:`rnnkit.LSTM`: :class:`RNNRegressor`.
 
 It follows scikit-learn's conventions, so that Pipeline, GridSearchCV, cross_val_score and
 joblib work with it as with any scikit-learn regressor: hyperparameters only in ``__init__``
@@ -30,25 +31,27 @@ except ImportError as exc:  # pragma: no cover - only without scikit-learn
 
 from ._checks import check_choice, check_int, check_optional_int
 from .callbacks import History
-from .model import ACTIVATIONS, BACKENDS, RNN
+from .model import ACTIVATIONS, BACKENDS, CELL_CLASSES
 from .optimizers import SGD, Adam, Optimizer
 
 __all__ = ["RNNRegressor"]
 
-#: The recurrent cells that exist. GRU and LSTM cells are planned; until then "rnn" (Elman).
-CELLS = ("rnn",)
+#: The recurrent cells: "rnn" (Elman), "gru", "lstm" (the model classes' ``cell``).
+CELLS = tuple(CELL_CLASSES)
 OPTIMIZERS = ("adam", "sgd")
 
 
 class RNNRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]  # untyped sklearn
-    """Many-to-one recurrent regressor (an Elman RNN trained with truncated BPTT).
+    """Many-to-one recurrent regressor (an Elman, GRU or LSTM network trained with truncated
+    BPTT).
 
     Parameters
     ----------
     hidden_size : int, default=32
         Hidden units H.
-    cell : {"rnn"}, default="rnn"
-        The recurrent cell; "rnn" is the Elman cell (the only one so far).
+    cell : {"rnn", "gru", "lstm"}, default="rnn"
+        The recurrent cell: "rnn" (Elman, :class:`rnnkit.RNN`), "gru" (:class:`rnnkit.GRU`),
+        "lstm" (:class:`rnnkit.LSTM`).
     activation : {"tanh", "sigmoid", "relu"}, default="tanh"
     epochs : int, default=100
         Epochs run by ``fit``; ``partial_fit`` runs one more each call.
@@ -69,11 +72,13 @@ class RNNRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]  # unty
         Seeds the initial weights and the shuffling; an int gives the same model as
         ``rnnkit.RNN(seed=random_state)``.
     verbose : int, default=0
-        Passed to :meth:`rnnkit.RNN.fit`.
+        Passed to :meth:`rnnkit.Recurrent.fit`.
+    num_layers : int, default=1
+        Stacked recurrent layers.
 
     Attributes
     ----------
-    model_ : rnnkit.RNN
+    model_ : rnnkit.RNN, rnnkit.GRU or rnnkit.LSTM
         The trained network (its optimizer state included).
     history_ : dict
         ``{"loss": [...]}``, one value per epoch run by ``fit`` and ``partial_fit``.
@@ -91,7 +96,7 @@ class RNNRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]  # unty
                  bptt_truncate: Optional[int] = None, clip_norm: Optional[float] = None,
                  clip_value: Optional[float] = None, shuffle: bool = True,
                  dtype: str = "float64", backend: str = "cpp", random_state: Any = None,
-                 verbose: int = 0) -> None:
+                 verbose: int = 0, num_layers: int = 1) -> None:
         self.hidden_size = hidden_size
         self.cell = cell
         self.activation = activation
@@ -109,6 +114,7 @@ class RNNRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]  # unty
         self.backend = backend
         self.random_state = random_state
         self.verbose = verbose
+        self.num_layers = num_layers
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -119,9 +125,7 @@ class RNNRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]  # unty
 
     # ------------------------------------------------------------------ helpers
     def _check_cell(self) -> None:
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {', '.join(map(repr, CELLS))} (GRU and LSTM "
-                             f"cells do not exist yet), got {self.cell!r}")
+        check_choice(self.cell, "cell", CELLS)
 
     def _seed(self) -> Optional[int]:
         rs = self.random_state
@@ -166,10 +170,11 @@ class RNNRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]  # unty
         self.input_size_ = int(X3.shape[2])
         self.n_outputs_ = 1 if y.ndim == 1 else int(y.shape[1])
         self._y_1d = y.ndim == 1
-        self.model_ = RNN(input_size=self.input_size_,
-                          hidden_size=check_int(self.hidden_size, "hidden_size", 1),
-                          output_size=self.n_outputs_, activation=self.activation,
-                          dtype=self.dtype, seed=self._seed(), backend=self.backend)
+        self.model_ = CELL_CLASSES[self.cell](
+            input_size=self.input_size_, hidden_size=check_int(self.hidden_size, "hidden_size", 1),
+            output_size=self.n_outputs_, activation=self.activation, dtype=self.dtype,
+            seed=self._seed(), backend=self.backend,
+            num_layers=check_int(self.num_layers, "num_layers", 1))
         self.model_.optimizer = self._make_optimizer()
         self.history_: Dict[str, Any] = {"loss": []}
 
