@@ -192,8 +192,8 @@ def main(argv=None) -> int:
 
     base = rmse(forecasts["persistence"], truth)
     print()
-    print(f"| model | parameters | training time (s) | RMSE | MAE | skill vs persistence |")
-    print(f"|---|---|---|---|---|---|")
+    print("| model | parameters | training time (s) | RMSE | MAE | skill vs persistence |")
+    print("|---|---|---|---|---|---|")
     for name, n_params, seconds, pred in rows:
         err = rmse(pred, truth)
         time_text = "–" if seconds is None else f"{seconds:.3f}"
