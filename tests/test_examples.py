@@ -83,3 +83,71 @@ def test_example_plot_or_message(tmp_path, name, args, png_name):
     else:
         assert f"plot saved to {png}" in proc.stdout, proc.stdout
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------- examples/real_series.py
+
+TABLE_ROW = re.compile(
+    r"^\| ([^|]+?) \| (\d+) \| (\S+) \| ([0-9.]+) \| ([0-9.]+) \| ([-+0-9.]+) \|$", re.MULTILINE)
+
+
+def table(stdout):
+    """The Markdown table's rows: name -> (parameters, seconds text, RMSE, MAE, skill)."""
+    return {m.group(1): (int(m.group(2)), m.group(3), float(m.group(4)), float(m.group(5)),
+                         float(m.group(6))) for m in TABLE_ROW.finditer(stdout)}
+
+
+def test_real_series_beats_persistence(tmp_path):
+    """Sunspots 1700-2008: a row for each baseline and each model rnnkit has, the RNN clearly
+    better than persistence on the held-out tail, and the same errors on a second run."""
+    pytest.importorskip("statsmodels")
+    proc = run_example("real_series.py", "--no-plot", cwd=tmp_path)
+    assert proc.returncode == 0, explain(proc)
+    rows = table(proc.stdout)
+    models = [name for name in ("RNN", "GRU", "LSTM") if hasattr(rnnkit, name)]
+    assert set(rows) == {"persistence", "linear AR(18)", *models}, proc.stdout
+    missing = sorted({"GRU", "LSTM"} - set(models))
+    if missing:
+        assert f"skipped: {', '.join(missing)}" in proc.stdout, proc.stdout
+    persistence = rows["persistence"]
+    assert persistence[1] == "–" and persistence[4] == 0.0, proc.stdout
+    assert 25 < persistence[2] < 35, proc.stdout            # 30.35 sunspots, as measured
+    for name in models:
+        _, seconds, rmse, mae, skill = rows[name]
+        assert float(seconds) > 0 and mae <= rmse, proc.stdout
+        assert skill == pytest.approx(1 - rmse / persistence[2], abs=2e-3), proc.stdout
+    assert rows["RNN"][4] > 0.3, proc.stdout                # RMSE 14.35 against 30.35
+    assert list(tmp_path.iterdir()) == [], "--no-plot must not write files"
+
+    again = table(run_example("real_series.py", "--no-plot", cwd=tmp_path).stdout)
+
+    def without_time(t):
+        return {name: row[:1] + row[2:] for name, row in t.items()}
+    assert without_time(again) == without_time(rows), "the errors differ between two runs"
+
+
+def test_real_series_plot_or_message(tmp_path):
+    pytest.importorskip("statsmodels")
+    proc = run_example("real_series.py", "--epochs", "10", "--plot", "out.png", cwd=tmp_path)
+    assert proc.returncode == 0, explain(proc)
+    png = tmp_path / "out.png"
+    if "matplotlib is not installed" in proc.stdout:
+        assert not png.exists()
+    else:
+        assert f"plot saved to {png}" in proc.stdout, proc.stdout
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_real_series_without_statsmodels_exits_1(tmp_path, monkeypatch):
+    """With statsmodels unimportable (a stand-in package that raises ImportError on import,
+    first on the path), the example fails with status 1 and says what to install."""
+    blocker = tmp_path / "blocked" / "statsmodels"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('statsmodels blocked by the test')\n")
+    monkeypatch.setenv("PYTHONPATH", str(blocker.parent))
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = run_example("real_series.py", "--no-plot", cwd=work)
+    assert proc.returncode == 1, explain(proc)
+    assert 'pip install ".[examples]"' in proc.stderr, explain(proc)
+    assert "| RNN |" not in proc.stdout
