@@ -1,5 +1,6 @@
 """The user-facing models: :class:`Recurrent`, a stack of recurrent layers with a linear output
-layer trained with truncated BPTT, and its cells :class:`RNN` (Elman), :class:`GRU`, :class:`LSTM`."""
+layer trained with truncated BPTT, and its cells :class:`RNN` (Elman), :class:`GRU` and
+:class:`LSTM`."""
 
 from __future__ import annotations
 

@@ -36,7 +36,8 @@ from .optimizers import SGD, Adam, Optimizer
 
 __all__ = ["RNNRegressor"]
 
-#: The recurrent cells: "rnn" (Elman), "gru", "lstm" (the model classes' ``cell``).
+#: The recurrent cells when this module was imported: "rnn" (Elman), "gru", "lstm" (the model
+#: classes' ``cell``); ``fit`` checks against the registry itself, so a cell added later works.
 CELLS = tuple(CELL_CLASSES)
 OPTIMIZERS = ("adam", "sgd")
 
@@ -125,7 +126,7 @@ class RNNRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]  # unty
 
     # ------------------------------------------------------------------ helpers
     def _check_cell(self) -> None:
-        check_choice(self.cell, "cell", CELLS)
+        check_choice(self.cell, "cell", tuple(CELL_CLASSES))
 
     def _seed(self) -> Optional[int]:
         rs = self.random_state
