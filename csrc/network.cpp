@@ -100,9 +100,14 @@ int64_t min_rows_per_thread(int64_t T, int64_t work_per_step) {
     return std::max<int64_t>(1, kMinWorkPerThread / std::max<int64_t>(1, T * work_per_step));
 }
 
-// n rounded up to whole 64-byte vectors of the widest padding (16 floats): the row length of
-// the padded weight copies and accumulators, so that each row is one pass of whole vectors.
-int64_t padded(int64_t n) { return (n + 15) / 16 * 16; }
+// n rounded up to whole 64-byte vectors of Real: the row length of the padded weight copies and
+// accumulators, so that each row is one pass of whole vectors. The scratch sizes use the widest
+// padding (float's).
+template <typename Real = float>
+int64_t padded(int64_t n) {
+    constexpr int64_t lanes = 64 / int64_t(sizeof(Real));
+    return (n + lanes - 1) / lanes * lanes;
+}
 
 // The record's length: its steps [0, length) are real, the rest padding.
 inline int64_t length_of(const int64_t* lengths, int64_t n, int64_t T) {
@@ -150,7 +155,7 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
                   const Real* h0, const Real* params, const int64_t* lengths, int64_t N,
                   int64_t T, const Net& net, bool return_sequences, Real* work) {
     const int64_t H = net.H, O = net.O, L = net.L;
-    const int64_t GH = Cell::gates * H, GHp = padded(GH);
+    const int64_t GH = Cell::gates * H, GHp = padded<Real>(GH);
     const int64_t SH = Cell::state * H, CH = Cell::cache * H;
     const int64_t ld = T * CH;                  // from one record's cache to the next record's
     Real* UT = work;                            // (In, G·H) = U^T: A_x (T, G·H) = x (T, In) U^T
@@ -247,7 +252,7 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
                      const int64_t* lengths, int64_t N, int64_t T, const Net& net,
                      bool return_sequences, int64_t k, Real* work) {
     const int64_t H = net.H, O = net.O, L = net.L, I = net.I;
-    const int64_t GH = Cell::gates * H, Hp = padded(H);
+    const int64_t GH = Cell::gates * H, Hp = padded<Real>(H);
     const int64_t SH = Cell::state * H, CH = Cell::cache * H, DS = Cell::state * Hp;
     const int64_t ld = T * CH;                  // from one record's cache to the next record's
     const int64_t TH = T * H;
