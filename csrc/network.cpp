@@ -293,12 +293,23 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
         zero_buffer(dy + n * row + valid, row - valid);
     }
 
+    // The first step of record n's window when there is one loss term per record.
+    auto window_start = [&](int64_t n) {
+        return full ? int64_t(0) : std::max<int64_t>(length_of(lengths, n, T) - 1 - k, 0);
+    };
+    // Only steps from first_step on can receive gradient: the buffers below are cleared and
+    // read from there.
+    int64_t first_step = T - 1;
+    for (int64_t n = 0; n < N; ++n)
+        first_step = std::min(first_step, per_term ? 0 : window_start(n));
+
     // The output layer: dV += dy_t h_t^T, dc += dy_t at every valid target step; the top
     // layer's injections dy_t V.
     const auto [V, c] = output_params(params, net);
     const auto [dV, dc] = output_params(grad, net);
     const Real* top = hidden_states + (L - 1) * N * ld;
-    zero_buffer(inj_top, N * TH);
+    for (int64_t n = 0; n < N; ++n)
+        zero_buffer(inj_top + n * TH + first_step * H, (T - first_step) * H);
     for (int64_t n = 0; n < N; ++n) {
         const int64_t len = length_of(lengths, n, T);
         for (int64_t t = return_sequences ? 0 : len - 1; t < len; ++t) {
@@ -322,13 +333,12 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
             zero_buffer(Wp + r * Hp + H, Hp - H);
         }
     }
-    zero_buffer(Delta_x, L * N * T * GH);
-    if (Cell::separate_dh) zero_buffer(Delta_h, L * N * T * GH);
+    for (int64_t ln = 0; ln < L * N; ++ln) {
+        zero_buffer(Delta_x + (ln * T + first_step) * GH, (T - first_step) * GH);
+        if (Cell::separate_dh)
+            zero_buffer(Delta_h + (ln * T + first_step) * GH, (T - first_step) * GH);
+    }
 
-    // The first step of record n's window when there is one loss term per record.
-    auto window_start = [&](int64_t n) {
-        return full ? int64_t(0) : std::max<int64_t>(length_of(lengths, n, T) - 1 - k, 0);
-    };
 
     // One backward sweep of layer l over steps s_hi down to s_lo, for records n0..n1: at each
     // step the injection inj[n, s] (for s in [inj_lo, inj_hi]) is added to dh, the cell turns
@@ -416,8 +426,6 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
     // Phase 2, per layer, rows of the weight gradients independent, each one product over
     // every (record, step) pair q that can hold gradient: dW += Δh^T h_{s-1}, dU += Δx^T x_s,
     // db_ih += Σ Δx, db_hh += Σ Δh. The pairs are record-major from first_step on.
-    int64_t first_step = T - 1;
-    for (int64_t n = 0; n < N; ++n) first_step = std::min(first_step, per_term ? 0 : window_start(n));
     const int64_t steps = T - first_step, NS = N * steps;
     for (int64_t l = 0; l < L; ++l) {
         const LayerParams<const Real> p = layer_params(params, net, l);
