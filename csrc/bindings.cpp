@@ -180,7 +180,8 @@ rnnkit::Cell parse_cell(const std::string& name) {
     RNNKIT_CELLS(RNNKIT_PARSE_CELL)
 #undef RNNKIT_PARSE_CELL
     std::string names;
-#define RNNKIT_CELL_NAME(Enum, Struct, text) names += std::string(names.empty() ? "" : ", ") + "'" + text + "'";
+#define RNNKIT_CELL_NAME(Enum, Struct, text) \
+    names += std::string(names.empty() ? "" : ", ") + "'" + text + "'";
     RNNKIT_CELLS(RNNKIT_CELL_NAME)
 #undef RNNKIT_CELL_NAME
     throw py::value_error("cell must be one of " + names + ", got '" + name + "'");
