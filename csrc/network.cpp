@@ -341,57 +341,76 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
 
 
     // One backward sweep of layer l over steps s_hi down to s_lo, for records n0..n1: at each
-    // step the injection inj[n, s] (for s in [inj_lo, inj_hi]) is added to dh, the cell turns
-    // the state's gradient into Δx, Δh (added into Delta), and the previous state's gradient
-    // is its direct part plus Δh W. With `per_row_start`, a record's gradient stops at its own
-    // window's first step. dx_out[n, s] = Δx U, the gradient of the layer's input (if given).
+    // step the injection inj[n, s] (for s in [inj_lo, inj_hi]; with `at_last_only`, only at the
+    // record's last step) is added to dh, the cell turns the state's gradient into Δx, Δh, and
+    // the previous state's gradient is its direct part plus Δh W. With `per_row_start`, a
+    // record's gradient stops at its own window's first step. dx_out[n, s] = Δx U, the gradient
+    // of the layer's input (if given).
+    // `direct`: every (record, step) is visited once, so the cell writes Δ straight into Delta
+    // (cleared beforehand) and dx_out is one product per record after the sweep; otherwise Δ
+    // goes through a step buffer and is added into Delta (the truncated terms overlap).
     auto sweep = [&](int64_t l, int64_t n0, int64_t n1, int64_t s_hi, int64_t s_lo,
-                     bool per_row_start, const Real* inj, int64_t inj_lo, int64_t inj_hi,
-                     Real* dx_out) {
+                     bool per_row_start, bool direct, const Real* inj, int64_t inj_lo,
+                     int64_t inj_hi, bool at_last_only, Real* dx_out) {
         const int64_t rows = n1 - n0;
         const LayerParams<const Real> p = layer_params(params, net, l);
         const Real* cache = hidden_states + l * N * ld;
         const Real* state0 = h0 ? h0 + l * SH : nullptr;
         Real* Dx = Delta_x + l * N * T * GH;
-        Real* Dh = Delta_h + l * N * T * GH;
+        Real* Dh = Cell::separate_dh ? Delta_h + l * N * T * GH : Dx;
         Real* ds = dstate + n0 * DS;
         Real* ds_prev = dstate_prev + n0 * DS;
-        Real* dx = dxs + n0 * GH;
-        Real* dh = Cell::separate_dh ? dhs + n0 * GH : dx;
+        const int64_t ld_step = direct ? T * GH : GH;   // from one record's Δ to the next's
         zero_buffer(ds, rows * DS);
         zero_buffer(ds_prev, rows * DS);
         for (int64_t s = s_hi; s >= s_lo; --s) {
             if (s >= inj_lo && s <= inj_hi)
                 for (int64_t r = 0; r < rows; ++r) {
+                    if (at_last_only && s != length_of(lengths, n0 + r, T) - 1) continue;
                     const Real* g = inj + (n0 + r) * TH + s * H;
                     Real* d = ds + r * DS;
                     for (int64_t j = 0; j < H; ++j) d[j] += g[j];
                 }
+            Real* dx = direct ? Dx + (n0 * T + s) * GH : dxs + n0 * GH;
+            Real* dh = direct ? Dh + (n0 * T + s) * GH
+                              : (Cell::separate_dh ? dhs + n0 * GH : dx);
             for (int64_t r = 0; r < rows; ++r) {
                 const int64_t n = n0 + r;
                 const Real* state_prev = s > 0 ? cache + n * ld + (s - 1) * CH
                                                : (state0 ? state0 + n * L * SH : zero_state);
-                Cell::backward_row(dx + r * GH, dh + r * GH, ds_prev + r * DS, ds + r * DS, Hp,
-                                   cache + n * ld + s * CH, state_prev, H, net.act);
-                Real* D = Dx + (n * T + s) * GH;
-                for (int64_t j = 0; j < GH; ++j) D[j] += dx[r * GH + j];
-                if (Cell::separate_dh) {
-                    Real* E = Dh + (n * T + s) * GH;
-                    for (int64_t j = 0; j < GH; ++j) E[j] += dh[r * GH + j];
+                Cell::backward_row(dx + r * ld_step, dh + r * ld_step, ds_prev + r * DS,
+                                   ds + r * DS, Hp, cache + n * ld + s * CH, state_prev, H,
+                                   net.act);
+            }
+            if (!direct) {
+                for (int64_t r = 0; r < rows; ++r) {
+                    Real* D = Dx + ((n0 + r) * T + s) * GH;
+                    for (int64_t j = 0; j < GH; ++j) D[j] += dx[r * GH + j];
+                    if (Cell::separate_dh) {
+                        Real* E = Dh + ((n0 + r) * T + s) * GH;
+                        for (int64_t j = 0; j < GH; ++j) E[j] += dh[r * GH + j];
+                    }
+                }
+                if (dx_out) {
+                    Real* out = dx_out + n0 * TH + s * H;
+                    fill_rows(out, TH, static_cast<const Real*>(nullptr), rows, H);
+                    gemm_accumulate(out, TH, dx, GH, p.U, H, rows, H, GH);
                 }
             }
-            if (dx_out) {
-                Real* out = dx_out + n0 * TH + s * H;
-                fill_rows(out, TH, static_cast<const Real*>(nullptr), rows, H);
-                gemm_accumulate(out, TH, dx, GH, p.U, H, rows, H, GH);
-            }
             if (s == s_lo) break;
-            gemm_accumulate(ds_prev, DS, dh, GH, Wp_all + l * GH * Hp, Hp, rows, Hp, GH);
+            gemm_accumulate(ds_prev, DS, dh, ld_step, Wp_all + l * GH * Hp, Hp, rows, Hp, GH);
             if (per_row_start)          // the state before a record's window is a constant
                 for (int64_t r = 0; r < rows; ++r)
                     if (window_start(n0 + r) == s) zero_buffer(ds_prev + r * DS, DS);
             std::swap(ds, ds_prev);
         }
+        if (direct && dx_out)           // dx = Δx U over the whole sweep, record by record
+            for (int64_t n = n0; n < n1; ++n) {
+                Real* out = dx_out + n * TH + s_lo * H;
+                const int64_t steps = s_hi - s_lo + 1;
+                zero_buffer(out, steps * H);
+                gemm_accumulate(out, H, Dx + (n * T + s_lo) * GH, GH, p.U, H, steps, H, GH);
+            }
     };
 
     // Phase 1, records independent: every layer's Δ from the top down.
@@ -407,7 +426,8 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
             for (int64_t l = L - 1; l >= 0; --l) {
                 const Real* inj = l == L - 1 ? inj_top : inj_pass[(L - 2 - l) % 2];
                 Real* dx_out = l > 0 ? inj_pass[(L - 1 - l) % 2] : nullptr;
-                sweep(l, n0, n1, s_hi, s_lo, !full, inj, 0, T - 1, dx_out);
+                sweep(l, n0, n1, s_hi, s_lo, !full, true, inj, 0, T - 1,
+                      l == L - 1 && !return_sequences, dx_out);
             }
         } else {
             // truncated many-to-many: the term of each step t sweeps t-k .. t in every layer
@@ -417,7 +437,8 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
                     const bool is_top = l == L - 1;
                     const Real* inj = is_top ? inj_top : inj_pass[(L - 2 - l) % 2];
                     Real* dx_out = l > 0 ? inj_pass[(L - 1 - l) % 2] : nullptr;
-                    sweep(l, n0, n1, t, lo, false, inj, is_top ? t : lo, t, dx_out);
+                    sweep(l, n0, n1, t, lo, false, false, inj, is_top ? t : lo, t, false,
+                          dx_out);
                 }
             }
         }
@@ -442,8 +463,13 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
                     const Real* h_prev = s > 0 ? cache + n * ld + (s - 1) * CH
                                                : (state0 ? state0 + n * L * SH : zero_state);
                     std::copy(h_prev, h_prev + H, Hprev + q * H);
+                    // A padded step's Δx is 0, but its x may be anything (NaN, Inf) that
+                    // 0 * x would spread into dU: the product must not read it.
                     const Real* x = input + (n * T + s) * ld_in;
-                    std::copy(x, x + In, Xs + q * In);
+                    if (s < length_of(lengths, n, T))
+                        std::copy(x, x + In, Xs + q * In);
+                    else
+                        zero_buffer(Xs + q * In, In);
                 }
         });
         const Real* Dx = Delta_x + l * N * T * GH;
