@@ -30,18 +30,21 @@ struct GruCell {
                              int64_t, const Real* cache, const Real* h_prev, int64_t H,
                              Activation act) {
         const Real *r = cache + H, *z = r + H, *n = z + H, *hn = n + H;
-        for (int64_t j = 0; j < H; ++j) {
-            const Real dn = times_derivative(dh[j] * (Real(1) - z[j]), n[j], act);
-            const Real dz = dh[j] * (h_prev[j] - n[j]) * (z[j] * (Real(1) - z[j]));
-            const Real dr = dn * hn[j] * (r[j] * (Real(1) - r[j]));
-            dx[j] = dr;
-            dx[H + j] = dz;
-            dx[2 * H + j] = dn;
-            dh_proj[j] = dr;
-            dh_proj[H + j] = dz;
-            dh_proj[2 * H + j] = dn * r[j];        // the reset gate scales W_hn h_prev + b_hn
-            dstate_prev[j] = dh[j] * z[j];
-        }
+        with_activation(act, [&](auto a) {
+            for (int64_t j = 0; j < H; ++j) {
+                const Real dn =
+                    times_derivative<decltype(a)::value>(dh[j] * (Real(1) - z[j]), n[j]);
+                const Real dz = dh[j] * (h_prev[j] - n[j]) * (z[j] * (Real(1) - z[j]));
+                const Real dr = dn * hn[j] * (r[j] * (Real(1) - r[j]));
+                dx[j] = dr;
+                dx[H + j] = dz;
+                dx[2 * H + j] = dn;
+                dh_proj[j] = dr;
+                dh_proj[H + j] = dz;
+                dh_proj[2 * H + j] = dn * r[j];    // the reset gate scales W_hn h_prev + b_hn
+                dstate_prev[j] = dh[j] * z[j];
+            }
+        });
     }
 };
 

@@ -38,15 +38,18 @@ struct LstmCell {
         const Real* c_prev = state_prev + H;
         const Real *dh = dstate, *dc = dstate + ds;
         Real *dh_prev = dstate_prev, *dc_prev = dstate_prev + ds;
-        for (int64_t j = 0; j < H; ++j) {
-            const Real dct = dc[j] + times_derivative(dh[j] * o[j], fc[j], act);
-            dx[j] = dct * g[j] * (i[j] * (Real(1) - i[j]));
-            dx[H + j] = dct * c_prev[j] * (fg[j] * (Real(1) - fg[j]));
-            dx[2 * H + j] = times_derivative(dct * i[j], g[j], act);
-            dx[3 * H + j] = dh[j] * fc[j] * (o[j] * (Real(1) - o[j]));
-            dh_prev[j] = Real(0);                  // h_prev reaches the step only through W
-            dc_prev[j] = dct * fg[j];
-        }
+        with_activation(act, [&](auto a) {
+            constexpr Activation A = decltype(a)::value;
+            for (int64_t j = 0; j < H; ++j) {
+                const Real dct = dc[j] + times_derivative<A>(dh[j] * o[j], fc[j]);
+                dx[j] = dct * g[j] * (i[j] * (Real(1) - i[j]));
+                dx[H + j] = dct * c_prev[j] * (fg[j] * (Real(1) - fg[j]));
+                dx[2 * H + j] = times_derivative<A>(dct * i[j], g[j]);
+                dx[3 * H + j] = dh[j] * fc[j] * (o[j] * (Real(1) - o[j]));
+                dh_prev[j] = Real(0);              // h_prev reaches the step only through W
+                dc_prev[j] = dct * fg[j];
+            }
+        });
     }
 };
 

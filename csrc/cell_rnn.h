@@ -21,10 +21,11 @@ struct RnnCell {
     template <typename Real>
     static void backward_row(Real* dx, Real*, Real* dstate_prev, const Real* dstate, int64_t,
                              const Real* cache, const Real*, int64_t H, Activation act) {
-        for (int64_t j = 0; j < H; ++j) {
-            dx[j] = times_derivative(dstate[j], cache[j], act);   // Δ = dh f'(a)
-            dstate_prev[j] = Real(0);              // h_prev reaches h only through W
-        }
+        with_activation(act, [&](auto a) {
+            for (int64_t j = 0; j < H; ++j)        // Δ = dh f'(a)
+                dx[j] = times_derivative<decltype(a)::value>(dstate[j], cache[j]);
+        });
+        std::fill(dstate_prev, dstate_prev + H, Real(0));   // h_prev reaches h only through W
     }
 };
 

@@ -23,21 +23,30 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "rnnkit.h"
 
 namespace rnnkit {
 
 // g * f'(a), with f' written in terms of the value v = f(a) (tanh 1 - v², sigmoid v (1 - v),
-// relu [v > 0]: 1 unless v <= 0, so a NaN passes on, as torch).
-template <typename Real>
-inline Real times_derivative(Real g, Real v, Activation act) {
+// relu [v > 0]: 1 unless v <= 0, so a NaN passes on, as torch). A is a compile-time constant
+// so that the cells' loops vectorize: with_activation(act, fn) calls fn with it.
+template <Activation A, typename Real>
+inline Real times_derivative(Real g, Real v) {
+    if constexpr (A == Activation::Tanh) return g * (Real(1) - v * v);
+    else if constexpr (A == Activation::Sigmoid) return g * (v * (Real(1) - v));
+    else return g * Real(!(v <= Real(0)));
+}
+
+template <typename Fn>
+inline void with_activation(Activation act, Fn&& fn) {
     switch (act) {
-        case Activation::Tanh: return g * (Real(1) - v * v);
-        case Activation::Sigmoid: return g * (v * (Real(1) - v));
-        case Activation::Relu: return g * Real(!(v <= Real(0)));
+        case Activation::Tanh: return fn(std::integral_constant<Activation, Activation::Tanh>{});
+        case Activation::Sigmoid:
+            return fn(std::integral_constant<Activation, Activation::Sigmoid>{});
+        case Activation::Relu: return fn(std::integral_constant<Activation, Activation::Relu>{});
     }
-    return g;
 }
 
 }  // namespace rnnkit
