@@ -12,9 +12,11 @@ struct GruCell {
     static constexpr bool two_biases = true, sums_projections = false, separate_dh = true;
 
     template <typename Real>
-    static void forward_row(Real* cache, const Real* ax, Real* ah, const Real* h_prev,
+    static void forward_row(Real* RNNKIT_RESTRICT cache, const Real* RNNKIT_RESTRICT ax,
+                            Real* RNNKIT_RESTRICT ah, const Real* RNNKIT_RESTRICT h_prev,
                             int64_t H, Activation act) {
-        Real *h = cache, *r = h + H, *z = r + H, *n = z + H, *hn = n + H;
+        Real *RNNKIT_RESTRICT h = cache, *RNNKIT_RESTRICT r = h + H, *RNNKIT_RESTRICT z = r + H;
+        Real *RNNKIT_RESTRICT n = z + H, *RNNKIT_RESTRICT hn = n + H;
         for (int64_t j = 0; j < 2 * H; ++j) r[j] = ax[j] + ah[j];    // r and z, adjacent
         activate(r, 2 * H, Activation::Sigmoid);
         for (int64_t j = 0; j < H; ++j) {
@@ -29,22 +31,35 @@ struct GruCell {
     static void backward_row(Real* dx, Real* dh_proj, Real* dstate_prev, const Real* dh,
                              int64_t, const Real* cache, const Real* h_prev, int64_t H,
                              Activation act) {
-        const Real *r = cache + H, *z = r + H, *n = z + H, *hn = n + H;
         with_activation(act, [&](auto a) {
-            for (int64_t j = 0; j < H; ++j) {
-                const Real dn =
-                    times_derivative<decltype(a)::value>(dh[j] * (Real(1) - z[j]), n[j]);
-                const Real dz = dh[j] * (h_prev[j] - n[j]) * (z[j] * (Real(1) - z[j]));
-                const Real dr = dn * hn[j] * (r[j] * (Real(1) - r[j]));
-                dx[j] = dr;
-                dx[H + j] = dz;
-                dx[2 * H + j] = dn;
-                dh_proj[j] = dr;
-                dh_proj[H + j] = dz;
-                dh_proj[2 * H + j] = dn * r[j];    // the reset gate scales W_hn h_prev + b_hn
-                dstate_prev[j] = dh[j] * z[j];
-            }
+            backward_lanes<decltype(a)::value>(dx, dx + H, dx + 2 * H, dh_proj, dh_proj + H,
+                                               dh_proj + 2 * H, dstate_prev, dh, cache + H,
+                                               cache + 2 * H, cache + 3 * H, cache + 4 * H,
+                                               h_prev, H);
         });
+    }
+
+    // backward_row's loop, one restrict pointer per gate block so that it vectorizes
+    template <Activation A, typename Real>
+    static void backward_lanes(Real* RNNKIT_RESTRICT dxr, Real* RNNKIT_RESTRICT dxz,
+                               Real* RNNKIT_RESTRICT dxn, Real* RNNKIT_RESTRICT dhr,
+                               Real* RNNKIT_RESTRICT dhz, Real* RNNKIT_RESTRICT dhn,
+                               Real* RNNKIT_RESTRICT dh_prev, const Real* RNNKIT_RESTRICT dh,
+                               const Real* RNNKIT_RESTRICT r, const Real* RNNKIT_RESTRICT z,
+                               const Real* RNNKIT_RESTRICT n, const Real* RNNKIT_RESTRICT hn,
+                               const Real* RNNKIT_RESTRICT h_prev, int64_t H) {
+        for (int64_t j = 0; j < H; ++j) {
+            const Real dn = times_derivative<A>(dh[j] * (Real(1) - z[j]), n[j]);
+            const Real dz = dh[j] * (h_prev[j] - n[j]) * (z[j] * (Real(1) - z[j]));
+            const Real dr = dn * hn[j] * (r[j] * (Real(1) - r[j]));
+            dxr[j] = dr;
+            dxz[j] = dz;
+            dxn[j] = dn;
+            dhr[j] = dr;
+            dhz[j] = dz;
+            dhn[j] = dn * r[j];                    // the reset gate scales W_hn h_prev + b_hn
+            dh_prev[j] = dh[j] * z[j];
+        }
     }
 };
 

@@ -333,11 +333,6 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
             zero_buffer(Wp + r * Hp + H, Hp - H);
         }
     }
-    for (int64_t ln = 0; ln < L * N; ++ln) {
-        zero_buffer(Delta_x + (ln * T + first_step) * GH, (T - first_step) * GH);
-        if (Cell::separate_dh)
-            zero_buffer(Delta_h + (ln * T + first_step) * GH, (T - first_step) * GH);
-    }
 
 
     // One backward sweep of layer l over steps s_hi down to s_lo, for records n0..n1: at each
@@ -413,6 +408,18 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
             }
     };
 
+    // Clears every layer's Δ at steps [a, b) of records n0..n1 (the sweeps add into Δ, or, when
+    // direct, write the steps they visit).
+    auto clear_deltas = [&](int64_t n0, int64_t n1, int64_t a, int64_t b) {
+        if (a >= b) return;
+        for (int64_t l = 0; l < L; ++l)
+            for (int64_t n = n0; n < n1; ++n) {
+                zero_buffer(Delta_x + ((l * N + n) * T + a) * GH, (b - a) * GH);
+                if (Cell::separate_dh)
+                    zero_buffer(Delta_h + ((l * N + n) * T + a) * GH, (b - a) * GH);
+            }
+    };
+
     // Phase 1, records independent: every layer's Δ from the top down.
     const int64_t work_per_step = L * GH * (H + std::max(I, H));
     parallel_for(N, min_rows_per_thread(T, work_per_step), [&](int64_t n0, int64_t n1) {
@@ -423,6 +430,8 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
                 s_hi = std::max(s_hi, length_of(lengths, n, T) - 1);
                 s_lo = std::min(s_lo, window_start(n));
             }
+            clear_deltas(n0, n1, first_step, s_lo);     // the steps the sweeps do not visit
+            clear_deltas(n0, n1, s_hi + 1, T);
             for (int64_t l = L - 1; l >= 0; --l) {
                 const Real* inj = l == L - 1 ? inj_top : inj_pass[(L - 2 - l) % 2];
                 Real* dx_out = l > 0 ? inj_pass[(L - 1 - l) % 2] : nullptr;
@@ -431,6 +440,7 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
             }
         } else {
             // truncated many-to-many: the term of each step t sweeps t-k .. t in every layer
+            clear_deltas(n0, n1, 0, T);
             for (int64_t t = 0; t < T; ++t) {
                 const int64_t lo = std::max<int64_t>(t - k, 0);
                 for (int64_t l = L - 1; l >= 0; --l) {
