@@ -7,9 +7,9 @@ PyTorch and JAX. Each class takes the workload, the initial weights and the data
     "val_loss"    (W1) the loss over the validation windows after the epoch
 
 The PyTorch and JAX versions are written the way a competent user of each would write them
-(nn.RNN + nn.Linear + torch.optim; a whole epoch under jax.jit), with rnnkit's exact rules:
-DESIGN.md §1's per-loss truncation, clipping and torch.optim's update formulas. torch and jax
-are imported only by their class, so the others run without them.
+(nn.RNN/nn.GRU/nn.LSTM + nn.Linear + torch.optim; a whole epoch under jax.jit), with rnnkit's
+exact rules: DESIGN.md §1's per-loss truncation, clipping and torch.optim's update formulas.
+torch and jax are imported only by their class, so the others run without them.
 """
 
 from __future__ import annotations
@@ -47,17 +47,20 @@ def make(impl: str, w: Workload, weights: Dict[str, np.ndarray], train: Arrays,
 
 # ---------------------------------------------------------------------------- rnnkit
 class RnnkitEpoch:
-    """rnnkit.RNN.fit for one epoch (shuffle=False), as a user calls it; then, for W1, the loss
-    over the training windows (model.loss) and over the validation windows (fit's
+    """rnnkit.RNN/GRU/LSTM.fit for one epoch (shuffle=False), as a user calls it; then, for W1,
+    the loss over the training windows (model.loss) and over the validation windows (fit's
     validation_data)."""
 
     def __init__(self, w: Workload, weights, train: Arrays, val: Optional[Arrays],
                  backend: str = "cpp"):
         import rnnkit
 
+        from workloads import model_class
+
         self.w, self.train, self.val = w, train, val
-        self.model = rnnkit.RNN(w.I, w.H, w.O, activation=w.activation, bias=w.bias,
-                                dtype=w.dtype, seed=0, backend=backend)
+        self.model = model_class(w)(w.I, w.H, w.O, activation=w.activation, bias=w.bias,
+                                    dtype=w.dtype, seed=0, backend=backend,
+                                    num_layers=w.num_layers)
         self.model.set_weights(weights)
         self.optimizer = rnnkit.SGD(lr=w.lr) if w.optimizer == "sgd" else rnnkit.Adam(lr=w.lr)
 
@@ -80,7 +83,11 @@ class TorchEpoch:
 
     nn.RNN has no sigmoid, so W1 (sigmoid) runs a hand-written recurrence with the same
     parameters. W1's truncation k (one loss term, at step T): the first T-k-1 steps run under
-    no_grad, then the last k+1 steps from the detached state, as DESIGN.md §1 defines it."""
+    no_grad, then the last k+1 steps from the detached state, as DESIGN.md §1 defines it.
+
+    GRU/LSTM workloads: nn.GRU/nn.LSTM(num_layers, batch_first=True) with rnnkit's weights
+    copied in per layer (U_l, W_l, b_ih_l, b_hh_l are weight_ih_l{l}, weight_hh_l{l},
+    bias_ih_l{l}, bias_hh_l{l}); every parameter, both biases included, is trained."""
 
     def __init__(self, w: Workload, weights, train: Arrays, val: Optional[Arrays]):
         import torch
@@ -90,8 +97,26 @@ class TorchEpoch:
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
         self.X, self.Y = t(train[0]), t(train[1])
         self.Xv, self.Yv = (t(val[0]), t(val[1])) if val is not None else (None, None)
-        self.manual = w.activation not in ("tanh", "relu")
-        if self.manual:
+        self.manual = w.cell == "rnn" and w.activation not in ("tanh", "relu")
+        if w.cell != "rnn":
+            assert w.activation == "tanh", "nn.GRU/nn.LSTM: tanh only"
+            module = {"gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[w.cell]
+            self.rnn = module(w.I, w.H, num_layers=w.num_layers, bias=w.bias, batch_first=True,
+                              dtype=dtype)
+            self.linear = torch.nn.Linear(w.H, w.O, bias=w.bias, dtype=dtype)
+            names = [("U", "weight_ih"), ("W", "weight_hh")]
+            if w.bias:
+                names += [("b_ih", "bias_ih"), ("b_hh", "bias_hh")]
+            with torch.no_grad():
+                for layer in range(w.num_layers):
+                    suffix = "" if layer == 0 else f"_l{layer}"
+                    for ours, theirs in names:
+                        getattr(self.rnn, f"{theirs}_l{layer}").copy_(t(weights[ours + suffix]))
+                self.linear.weight.copy_(t(weights["V"]))
+                if w.bias:
+                    self.linear.bias.copy_(t(weights["c"]))
+            self.params = list(self.rnn.parameters()) + list(self.linear.parameters())
+        elif self.manual:
             self.U = torch.nn.Parameter(t(weights["U"]).clone())
             self.W = torch.nn.Parameter(t(weights["W"]).clone())
             self.V = torch.nn.Parameter(t(weights["V"]).clone())
@@ -148,7 +173,7 @@ class TorchEpoch:
                 with torch.no_grad():
                     h = self._run(x[:, :start], h)
             return self._read(self._run(x[:, start:], h))
-        assert w.k is None, "nn.RNN path: full BPTT only (no workload truncates it)"
+        assert w.k is None, "nn.RNN/GRU/LSTM path: full BPTT only (no workload truncates it)"
         states, _ = self.rnn(x)
         return self.linear(states[:, -1])
 
@@ -189,7 +214,13 @@ class JaxEpoch:
     parameters and the optimizer state), inside it lax.scan over time, jax.value_and_grad for
     the gradient, stop_gradient for W1's truncation, then clipping and torch.optim's SGD/Adam
     formulas, then (W1) the batched losses over the training and validation windows. Compiled
-    ahead of time in __init__, so that no epoch pays for tracing or compiling."""
+    ahead of time in __init__, so that no epoch pays for tracing or compiling.
+
+    GRU/LSTM workloads: layer by layer, the input projection of all T steps as one product
+    (x U^T + b_ih), then lax.scan over time with PyTorch's cell equations
+    (docs/architecture.md §2): GRU r, z, n with n = tanh(xn + r ⊙ (W_hn h + b_hn)) and
+    h = (1 - z) ⊙ n + z ⊙ h; LSTM i, f, g, o with c = σ(f) ⊙ c + σ(i) ⊙ tanh(g),
+    h = σ(o) ⊙ tanh(c). Full BPTT only."""
 
     def __init__(self, w: Workload, weights, train: Arrays, val: Optional[Arrays]):
         import jax
@@ -204,6 +235,7 @@ class JaxEpoch:
         B, nb, T = w.batch_size, w.n_batches, w.T
         assert w.n_train == nb * B, "JAX path: equal minibatches only"
         start = 0 if w.k is None else max(T - w.k - 1, 0)
+        assert w.cell == "rnn" or start == 0, "JAX GRU/LSTM path: full BPTT only"
 
         def run(p, x, h):                               # x (T', B, I), h (B, H) -> h_T'
             def cell(h, xt):
@@ -215,11 +247,58 @@ class JaxEpoch:
 
         def output(p, x):                               # x (T, B, I) -> y_T (B, O)
             h = jnp.zeros((x.shape[1], w.H), dtype=x.dtype)
-            if start:
-                h = lax.stop_gradient(run(p, x[:start], h))   # h_{T-k-1} is a constant
-            h = run(p, x[start:], h)
+            if w.cell != "rnn":
+                h = cells_top(p, x)
+            else:
+                if start:
+                    h = lax.stop_gradient(run(p, x[:start], h))   # h_{T-k-1} is a constant
+                h = run(p, x[start:], h)
             y = h @ p["V"].T
             return y + p["c"] if w.bias else y
+
+        sig = jax.nn.sigmoid
+
+        def gru_step(Wh, bh, carry, axt):               # axt: x_t U^T + b_ih, (B, 3H)
+            h = carry
+            ah = h @ Wh.T
+            if bh is not None:
+                ah = ah + bh
+            xr, xz, xn = jnp.split(axt, 3, axis=-1)
+            hr, hz, hn = jnp.split(ah, 3, axis=-1)
+            r, z = sig(xr + hr), sig(xz + hz)
+            n = act(xn + r * hn)
+            h = (1 - z) * n + z * h
+            return h, h
+
+        def lstm_step(Wh, bh, carry, axt):              # axt: x_t U^T + b_ih, (B, 4H)
+            h, c = carry
+            a = axt + h @ Wh.T
+            if bh is not None:
+                a = a + bh
+            ai, af, ag, ao = jnp.split(a, 4, axis=-1)
+            c = sig(af) * c + sig(ai) * act(ag)
+            h = sig(ao) * act(c)
+            return (h, c), h
+
+        def cells_top(p, x):                            # x (T, B, I) -> top layer's h_T
+            B = x.shape[1]
+            step = gru_step if w.cell == "gru" else lstm_step
+            for layer in range(w.num_layers):
+                sfx = "" if layer == 0 else f"_l{layer}"
+                ax = x @ p["U" + sfx].T                 # every step's input projection at once
+                if w.bias:
+                    ax = ax + p["b_ih" + sfx]
+                bh = p["b_hh" + sfx] if w.bias else None
+                h0 = jnp.zeros((B, w.H), dtype=x.dtype)
+                carry = h0 if w.cell == "gru" else (h0, h0)
+                keep = layer < w.num_layers - 1             # the top layer's sequence is unused
+
+                def body(c, a, Wh=p["W" + sfx], bh=bh, keep=keep):
+                    c, h = step(Wh, bh, c, a)
+                    return c, (h if keep else None)
+                carry, hs = lax.scan(body, carry, ax)
+                x = hs                                  # (T, B, H): the next layer's input
+            return carry if w.cell == "gru" else carry[0]
 
         def loss_fn(p, x, y):
             return jnp.mean((output(p, x) - y) ** 2)
@@ -251,6 +330,8 @@ class JaxEpoch:
             return (p, m, v, step), loss
 
         def full_loss(p, x, y):
+            if w.cell != "rnn":
+                return jnp.mean((output(p, x) - y) ** 2)
             h = run(p, x, jnp.zeros((x.shape[1], w.H), dtype=x.dtype))
             out = h @ p["V"].T
             out = out + p["c"] if w.bias else out

@@ -1,8 +1,10 @@
-"""rnnkit against a NumPy loop, PyTorch and JAX on the workloads of issue 3, in one command.
+"""rnnkit against a NumPy loop, PyTorch and JAX on the workloads of issue 3 (W1-W3, the Elman
+network) and issue 5 (W2-GRU, W2-LSTM, W2-LSTM2: W2 with GRU/LSTM layers), in one command.
 
-    python benchmarks/run.py                       # everything (several minutes)
-    python benchmarks/run.py --quick               # fewer epochs (about two minutes)
+    python benchmarks/run.py                       # W1-W3, W2-GRU, W2-LSTM (several minutes)
+    python benchmarks/run.py --quick               # fewer epochs (a few minutes)
     python benchmarks/run.py --workloads W1,W2 --threads 1 --epochs 5
+    python benchmarks/run.py --workloads W2-LSTM2  # the two-layer LSTM: only when asked for
 
 For each workload (benchmarks/workloads.py) and thread count, every implementation
 (benchmarks/impls.py: rnnkit C++, the rnnkit reference, and PyTorch and JAX when installed)
@@ -44,7 +46,11 @@ import workloads  # noqa: E402
 from worker import PREFIX  # noqa: E402
 
 # timed epochs after the warm-up: (full, quick)
-DEFAULT_EPOCHS = {"W1": (20, 5), "W2": (7, 2), "W3": (3, 1)}
+DEFAULT_EPOCHS = {"W1": (20, 5), "W2": (7, 2), "W3": (3, 1),
+                  "W2-GRU": (5, 1), "W2-LSTM": (5, 1), "W2-LSTM2": (3, 1)}
+# the workloads run without --workloads: issue 3's and the one-layer GRU and LSTM of issue 5
+# (W2-LSTM2, three times W2-LSTM's work, only when asked for)
+DEFAULT_WORKLOADS = "W1,W2,W3,W2-GRU,W2-LSTM"
 # seconds of timed epochs each implementation gets per workload and thread count: (full, quick);
 # the reference (a Python loop) gets less. An implementation whose first epoch already takes
 # longer than its budget is timed by that first epoch alone.
@@ -436,11 +442,13 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer timed epochs, shorter FMA loop")
-    p.add_argument("--workloads", default="W1,W2,W3", help="comma-separated: W1,W2,W3")
+    p.add_argument("--workloads", default=DEFAULT_WORKLOADS,
+                   help=f"comma-separated, of {','.join(workloads.WORKLOADS)} "
+                        f"(default {DEFAULT_WORKLOADS})")
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     p.add_argument("--epochs", type=int, default=None,
-                   help="timed epochs after the warm-up, for every workload "
-                        "(default W1 20, W2 7, W3 3; --quick: 5, 2, 1)")
+                   help="timed epochs after the warm-up, for every workload (default W1 20, "
+                        "W2 7, W3 3, W2-GRU and W2-LSTM 5, W2-LSTM2 3; --quick: 5, 2, 1, 1, 1)")
     p.add_argument("--budget", type=float, default=None,
                    help="seconds of timed epochs per implementation, workload and thread count "
                         f"(default {BUDGET[0]:g}, --quick {BUDGET[1]:g}; the reference at most "

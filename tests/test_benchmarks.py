@@ -1,13 +1,15 @@
-"""The benchmark's implementations agree: each workload of benchmarks/ (shrunken with
-tiny=True, same code paths) trained for one epoch by rnnkit C++, the rnnkit reference, PyTorch
-and JAX from the same weights gives the same losses. A correctness test, not a timing test:
-nothing here asserts on a time. PyTorch and JAX are skipped when not installed.
+"""The benchmark's implementations agree: each workload of benchmarks/ (issue 3's W1-W3 and
+issue 5's GRU/LSTM workloads, shrunken with tiny=True, same code paths) trained for one epoch by
+rnnkit C++, the rnnkit reference, PyTorch and JAX from the same weights gives the same losses.
+A correctness test, not a timing test: nothing here asserts on a time. PyTorch and JAX are
+skipped when not installed.
 """
 
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
@@ -44,13 +46,17 @@ def test_first_epoch_losses_agree_with_rnnkit(baselines, name, impl):
 
 
 def test_workloads_match_the_issue():
-    w1, w2, w3 = (workloads.get_workload(n) for n in workloads.WORKLOADS)
+    assert workloads.ISSUE3_WORKLOADS == ("W1", "W2", "W3")
+    w1, w2, w3 = (workloads.get_workload(n) for n in workloads.ISSUE3_WORKLOADS)
     assert (w1.dtype, w1.H, w1.activation, w1.bias, w1.T, w1.n_train, w1.n_val, w1.batch_size,
             w1.optimizer, w1.lr, w1.k, w1.clip_value) == (
         "float64", 100, "sigmoid", False, 50, 100, 50, 1, "sgd", 1e-4, 5, 10.0)
     assert (w2.dtype, w2.H, w2.activation, w2.bias, w2.batch_size, w2.n_batches, w2.optimizer,
             w2.k, w2.clip_norm) == ("float32", 128, "tanh", True, 64, 64, "adam", None, 1.0)
     assert (w3.H, w3.batch_size, w3.n_batches) == (512, 256, 16)
+    # first-epoch agreement: float32 1e-3 at full size, 1e-5 for the tiny workloads of the tests
+    assert (w1.tolerance, w2.tolerance, workloads.get_workload("W2", tiny=True).tolerance) == (
+        1e-9, 1e-3, 1e-5)
     # issue 3's FLOP count: 2 x [forward T(H²+HI)+OH + backward s(H²+HI)+(s-1)H²+2OH]
     H = 128
     per_seq = 50 * (H * H + H) + H + 50 * (H * H + H) + 49 * H * H + 2 * H
@@ -71,3 +77,79 @@ def test_run_py_end_to_end_tiny(tmp_path):
     assert "| W1 float64 | 1 | rnnkit (C++) |" in out.stdout
     assert "| W1 float64 | 1 | rnnkit reference (NumPy loop) |" in out.stdout
     assert (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("name, cell, layers, G", [("W2-GRU", "gru", 1, 3),
+                                                   ("W2-LSTM", "lstm", 1, 4),
+                                                   ("W2-LSTM2", "lstm", 2, 4)])
+def test_cell_workloads_are_w2_with_a_cell(name, cell, layers, G):
+    """Issue 5's workloads: W2's every setting and data, a GRU/LSTM layer (or two) with
+    PyTorch's two biases; the FLOP count generalizes issue 3's per gate and layer."""
+    w2, w = workloads.get_workload("W2"), workloads.get_workload(name)
+    assert (w.cell, w.num_layers, w.gates) == (cell, layers, G)
+    assert w == workloads.dataclasses.replace(w2, name=name, cell=cell, num_layers=layers)
+    T, H = 50, 128
+    forward, backward = H, 2 * H                  # O = 1
+    for layer in range(layers):
+        I = 1 if layer == 0 else H
+        forward += T * G * (H * H + H * I)
+        backward += T * G * (H * H + H * I) + (T - 1) * G * H * H + (T * G * H * I if layer else 0)
+    assert w.flops_per_epoch() == 2 * 4096 * (forward + backward)
+    # G = 1, one layer: issue 3's count unchanged
+    assert workloads.dataclasses.replace(w, cell="rnn", num_layers=1).flops_per_epoch() == \
+        w2.flops_per_epoch()
+    for a, b in zip(workloads.make_data(w)[0], workloads.make_data(w2)[0]):
+        assert np.array_equal(a, b)
+    weights = workloads.initial_weights(workloads.get_workload(name, tiny=True))
+    h = workloads.get_workload(name, tiny=True).H
+    assert weights["U"].shape == (G * h, 1) and weights["W"].shape == (G * h, h)
+    assert weights["b_ih"].shape == weights["b_hh"].shape == (G * h,)
+    assert ("U_l1" in weights) == (layers == 2)
+
+
+@pytest.mark.parametrize("name", workloads.CELL_WORKLOADS)
+def test_torch_cell_gets_rnnkit_weights(name):
+    """The PyTorch peer's nn.GRU/nn.LSTM + nn.Linear hold exactly the weights rnnkit's own
+    to_torch_state_dict() gives for the same model, and trains all of them."""
+    pytest.importorskip("torch")
+    w = workloads.get_workload(name, tiny=True)
+    weights = workloads.initial_weights(w)
+    train, val = workloads.make_data(w)
+    peer = impls.make("torch", w, weights, train, val)
+    model = workloads.model_class(w)(w.I, w.H, w.O, dtype=w.dtype, seed=workloads.INIT_SEED,
+                                     num_layers=w.num_layers)
+    expected = model.to_torch_state_dict()
+    got = {**{"rnn." + k: v for k, v in peer.rnn.state_dict().items()},
+           **{"linear." + k: v for k, v in peer.linear.state_dict().items()}}
+    assert sorted(got) == sorted(expected)
+    for key in expected:
+        assert np.array_equal(got[key].numpy(), expected[key].numpy()), key
+    assert sum(p.numel() for p in peer.params) == model.num_parameters
+
+
+def test_run_py_end_to_end_tiny_cells(tmp_path):
+    """run.py on the tiny GRU/LSTM workloads with every installed implementation: a row per
+    workload and implementation, exit status 0, and in the JSON every first-epoch loss within
+    the workload's tolerance of rnnkit C++'s (the check run.py fails on)."""
+    import json
+
+    names = list(workloads.CELL_WORKLOADS)
+    out = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "run.py"), "--tiny", "--quick", "--workloads",
+         ",".join(names), "--threads", "1", "--epochs", "1", "--no-process",
+         "--json", str(tmp_path / "r.json")], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["errors"] == []
+    expected_impls = [i for i in impls.IMPLS if impls.available(i) is None]
+    assert [s["workload"] for s in result["sessions"]] == names
+    for s in result["sessions"]:
+        w = workloads.get_workload(s["workload"], tiny=True)
+        assert sorted(s["impls"]) == sorted(expected_impls)
+        base = s["impls"]["rnnkit"]["losses"]
+        for impl, r in s["impls"].items():
+            label = impls.LABELS[impl]
+            assert f"| {s['workload']} float32 | 1 | {label} |" in out.stdout
+            assert r["rel_diff"] <= w.tolerance
+            assert r["losses"]["loss"] == pytest.approx(base["loss"], rel=w.tolerance)
+    assert "Targets of issue 3" not in out.stdout      # issue 5 sets no targets
