@@ -14,13 +14,15 @@ import rnnkit
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def run_example(name, *args, cwd, timeout=120):
+def run_example(name, *args, cwd, timeout=120, path_first=()):
     """Run examples/<name> with this interpreter; the child imports the same rnnkit as the
-    tests (its parent directory goes first on PYTHONPATH, made absolute)."""
+    tests (its parent directory goes first on PYTHONPATH, made absolute), after any
+    `path_first` directories."""
     env = dict(os.environ)
     package_parent = str(Path(rnnkit.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(
-        [package_parent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        [str(p) for p in path_first] + [package_parent] +
+        [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env["MPLBACKEND"] = "Agg"
     return subprocess.run([sys.executable, str(EXAMPLES / name), *args], cwd=str(cwd), env=env,
                           capture_output=True, text=True, timeout=timeout)
@@ -138,16 +140,16 @@ def test_real_series_plot_or_message(tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_real_series_without_statsmodels_exits_1(tmp_path, monkeypatch):
+def test_real_series_without_statsmodels_exits_1(tmp_path):
     """With statsmodels unimportable (a stand-in package that raises ImportError on import,
-    first on the path), the example fails with status 1 and says what to install."""
+    first on the path, before the site-packages an installed rnnkit lives in), the example
+    fails with status 1 and says what to install."""
     blocker = tmp_path / "blocked" / "statsmodels"
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text("raise ImportError('statsmodels blocked by the test')\n")
-    monkeypatch.setenv("PYTHONPATH", str(blocker.parent))
     work = tmp_path / "work"
     work.mkdir()
-    proc = run_example("real_series.py", "--no-plot", cwd=work)
+    proc = run_example("real_series.py", "--no-plot", cwd=work, path_first=[blocker.parent])
     assert proc.returncode == 1, explain(proc)
     assert 'pip install ".[examples]"' in proc.stderr, explain(proc)
     assert "| RNN |" not in proc.stdout
