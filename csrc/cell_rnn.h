@@ -12,10 +12,10 @@ struct RnnCell {
     static constexpr bool two_biases = false, sums_projections = true, separate_dh = false;
 
     template <typename Real>
-    static void forward_row(Real* RNNKIT_RESTRICT cache, const Real*, Real* RNNKIT_RESTRICT a,
-                            const Real*, int64_t H, Activation act) {
+    static void forward_row(Real* cache, const Real*, Real* a, const Real*, int64_t H,
+                            Activation act) {
         activate(a, H, act);                       // h = f(a)
-        std::copy(a, a + H, cache);
+        if (a != cache) std::copy(a, a + H, cache);   // (the driver may pass the cache as a)
     }
 
     template <typename Real>

@@ -165,6 +165,10 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
     Real* acc = Ax + N * T * GH;                // (N, G·Hp): A_h of each record, padded
     Real* zero_state = acc + N * GHp;           // (S·H,): the state before step 1 without h0
     zero_buffer(zero_state, SH);
+    // When a step's cache is its pre-activation (C = G: the RNN cell), the cell needs only the
+    // sum of the projections and a row needs no padding, the products accumulate in place in
+    // the cache: no copies of A_x and A_h.
+    const bool in_place = Cell::sums_projections && Cell::cache == Cell::gates && GH == GHp;
 
     for (int64_t l = 0; l < L; ++l) {
         const LayerParams<const Real> p = layer_params(params, net, l);
@@ -181,21 +185,24 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
         // Records are independent: each thread runs its own rows through every step.
         parallel_for(N, min_rows_per_thread(T, GH * (H + In)), [&](int64_t n0, int64_t n1) {
             const int64_t rows = n1 - n0;
-            for (int64_t n = n0; n < n1; ++n) {  // A_x = U x_t + b_ih for every step at once
-                Real* ax = Ax + n * T * GH;
+            // A_x = U x_t + b_ih for every step at once; in place, into the cache itself
+            Real* const ax_all = in_place ? cache : Ax;    // (N, T, G·H) either way
+            for (int64_t n = n0; n < n1; ++n) {
+                Real* ax = ax_all + n * T * GH;
                 fill_rows(ax, GH, p.b_ih, T, GH);
                 gemm_accumulate(ax, GH, input + n * T * ld_in, ld_in, UT, GH, T, GH, In);
             }
-            Real* acc_r = acc + n0 * GHp;        // (rows, G·Hp)
-            fill_rows(acc_r, GHp, static_cast<const Real*>(nullptr), rows, GHp);
+            Real* acc_r = in_place ? cache + n0 * ld : acc + n0 * GHp;   // a_t's rows
+            const int64_t ld_acc = in_place ? ld : GHp;
+            if (!in_place) fill_rows(acc_r, GHp, static_cast<const Real*>(nullptr), rows, GHp);
             for (int64_t t = 0; t < T; ++t) {
                 // A_h = W h_{t-1} + b_hh (plus A_x when the cell only needs the sum)
                 for (int64_t n = n0; n < n1; ++n) {
-                    Real* a = acc + n * GHp;
-                    const Real* ax = Ax + (n * T + t) * GH;
-                    if (Cell::sums_projections)
+                    Real* a = acc_r + (n - n0) * ld_acc + (in_place ? t * CH : 0);
+                    const Real* ax = ax_all + (n * T + t) * GH;
+                    if (!in_place && Cell::sums_projections)
                         std::copy(ax, ax + GH, a);
-                    else
+                    else if (!in_place)
                         fill_rows(a, GH, static_cast<const Real*>(nullptr), 1, GH);
                     if (p.b_hh)
                         for (int64_t j = 0; j < GH; ++j) a[j] += p.b_hh[j];
@@ -203,7 +210,9 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
                 const Real* h_prev = t > 0 ? cache + n0 * ld + (t - 1) * CH
                                            : (state0 ? state0 + n0 * L * SH : nullptr);
                 const int64_t ld_prev = t > 0 ? ld : L * SH;
-                if (h_prev) gemm_accumulate(acc_r, GHp, h_prev, ld_prev, WT, GHp, rows, GHp, H);
+                if (h_prev)
+                    gemm_accumulate(acc_r + (in_place ? t * CH : 0), ld_acc, h_prev, ld_prev, WT,
+                                    GHp, rows, GHp, H);
                 for (int64_t n = n0; n < n1; ++n) {
                     Real* c = cache + n * ld + t * CH;
                     if (t >= length_of(lengths, n, T)) {   // padding: the state stays
@@ -212,8 +221,8 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
                     }
                     const Real* state_prev =
                         h_prev ? h_prev + (n - n0) * ld_prev : zero_state;
-                    Cell::forward_row(c, Ax + (n * T + t) * GH, acc + n * GHp, state_prev, H,
-                                      net.act);
+                    Real* a = in_place ? c : acc + n * GHp;
+                    Cell::forward_row(c, ax_all + (n * T + t) * GH, a, state_prev, H, net.act);
                 }
             }
         });
