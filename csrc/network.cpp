@@ -466,7 +466,12 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
     // Phase 2, per layer, rows of the weight gradients independent, each one product over
     // every (record, step) pair q that can hold gradient: dW += Δh^T h_{s-1}, dU += Δx^T x_s,
     // db_ih += Σ Δx, db_hh += Σ Δh. The pairs are record-major from first_step on.
+    // When every step can hold gradient (first_step = 0), the products read x_s and h_{s-1}
+    // where they are (X or the layer below's cache, and this layer's cache one row back);
+    // otherwise, and for x when padded steps must not be read, they are packed first.
     const int64_t steps = T - first_step, NS = N * steps;
+    const bool contiguous = first_step == 0;
+    const bool pack_x = !contiguous || lengths;
     for (int64_t l = 0; l < L; ++l) {
         const LayerParams<const Real> p = layer_params(params, net, l);
         const LayerParams<Real> g = layer_params(grad, net, l);
@@ -475,42 +480,63 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
         const Real* input = l == 0 ? X : hidden_states + (l - 1) * N * ld;
         const int64_t ld_in = l == 0 ? In : CH;
         const Real* state0 = h0 ? h0 + l * SH : nullptr;
-        parallel_for(N, min_rows_per_thread(steps, H + In), [&](int64_t n0, int64_t n1) {
-            for (int64_t n = n0; n < n1; ++n)
-                for (int64_t s = first_step; s < T; ++s) {
-                    const int64_t q = n * steps + s - first_step;
-                    const Real* h_prev = s > 0 ? cache + n * ld + (s - 1) * CH
-                                               : (state0 ? state0 + n * L * SH : zero_state);
-                    std::copy(h_prev, h_prev + H, Hprev + q * H);
-                    // A padded step's Δx is 0, but its x may be anything (NaN, Inf) that
-                    // 0 * x would spread into dU: the product must not read it.
-                    const Real* x = input + (n * T + s) * ld_in;
-                    if (s < length_of(lengths, n, T))
-                        std::copy(x, x + In, Xs + q * In);
-                    else
-                        zero_buffer(Xs + q * In, In);
-                }
-        });
-        const Real* Dx = Delta_x + l * N * T * GH;
-        const Real* Dh = Cell::separate_dh ? Delta_h + l * N * T * GH : Dx;
+        if (pack_x)
+            parallel_for(N, min_rows_per_thread(steps, H + In), [&](int64_t n0, int64_t n1) {
+                for (int64_t n = n0; n < n1; ++n)
+                    for (int64_t s = first_step; s < T; ++s) {
+                        const int64_t q = n * steps + s - first_step;
+                        if (!contiguous) {
+                            const Real* h_prev =
+                                s > 0 ? cache + n * ld + (s - 1) * CH
+                                      : (state0 ? state0 + n * L * SH : zero_state);
+                            std::copy(h_prev, h_prev + H, Hprev + q * H);
+                        }
+                        // A padded step's Δx is 0, but its x may be anything (NaN, Inf) that
+                        // 0 * x would spread into dU: the product must not read it.
+                        const Real* x = input + (n * T + s) * ld_in;
+                        if (s < length_of(lengths, n, T))
+                            std::copy(x, x + In, Xs + q * In);
+                        else
+                            zero_buffer(Xs + q * In, In);
+                    }
+            });
+        const Real* xs = pack_x ? Xs : input;
+        const int64_t ld_xs = pack_x ? In : ld_in;
+        Real* Dx = Delta_x + l * N * T * GH;
+        Real* Dh = Cell::separate_dh ? Delta_h + l * N * T * GH : Dx;
         const int64_t work_per_row = std::max<int64_t>(1, NS * (H + In));
         parallel_for(GH, std::max<int64_t>(8, kMinWorkPerThread / work_per_row),
                      [&](int64_t r0, int64_t r1) {
             const int64_t rows = r1 - r0;
-            const int64_t blocks = first_step == 0 ? 1 : N;    // runs of contiguous pairs q
+            const int64_t blocks = contiguous ? 1 : N;          // runs of contiguous pairs q
             const int64_t run = NS / blocks;
             for (int64_t block = 0; block < blocks; ++block) {
                 const int64_t q0 = block * run;
                 const Real* dxb = Dx + (block * T + first_step) * GH + r0;   // (run, rows)
                 const Real* dhb = Dh + (block * T + first_step) * GH + r0;
-                gemm_accumulate_at(g.W + r0 * H, H, dhb, GH, Hprev + q0 * H, H, rows, H, run);
-                gemm_accumulate_at(g.U + r0 * In, In, dxb, GH, Xs + q0 * In, In, rows, In, run);
+                gemm_accumulate_at(g.U + r0 * In, In, dxb, GH, xs + q0 * ld_xs, ld_xs, rows, In,
+                                   run);
                 if (g.b_ih)
                     for (int64_t q = 0; q < run; ++q)
                         for (int64_t r = 0; r < rows; ++r) g.b_ih[r0 + r] += dxb[q * GH + r];
                 if (g.b_hh)
                     for (int64_t q = 0; q < run; ++q)
                         for (int64_t r = 0; r < rows; ++r) g.b_hh[r0 + r] += dhb[q * GH + r];
+                if (!contiguous)
+                    gemm_accumulate_at(g.W + r0 * H, H, dhb, GH, Hprev + q0 * H, H, rows, H,
+                                       run);
+            }
+            if (contiguous) {
+                // step 0 pairs with h0 (nothing without one); then every step s >= 1 with the
+                // cache row before it, in one product over the pairs q = 1 .. N·T-1, with this
+                // thread's columns of Δh at each record's step 0 cleared first (there the row
+                // before is the previous record's last state). Δ is not read after this.
+                if (state0)
+                    gemm_accumulate_at(g.W + r0 * H, H, Dh + r0, T * GH, state0, L * SH, rows,
+                                       H, N);
+                for (int64_t n = 0; n < N; ++n) zero_buffer(Dh + n * T * GH + r0, rows);
+                gemm_accumulate_at(g.W + r0 * H, H, Dh + GH + r0, GH, cache, CH, rows, H,
+                                   N * T - 1);
             }
         });
     }
