@@ -200,10 +200,11 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
                 for (int64_t n = n0; n < n1; ++n) {
                     Real* a = acc_r + (n - n0) * ld_acc + (in_place ? t * CH : 0);
                     const Real* ax = ax_all + (n * T + t) * GH;
-                    if (!in_place && Cell::sums_projections)
-                        std::copy(ax, ax + GH, a);
-                    else if (!in_place)
-                        fill_rows(a, GH, static_cast<const Real*>(nullptr), 1, GH);
+                    if (!in_place && !Cell::sums_projections) {
+                        fill_rows(a, GH, p.b_hh, 1, GH);          // A_h starts at b_hh (or 0)
+                        continue;
+                    }
+                    if (!in_place) std::copy(ax, ax + GH, a);
                     if (p.b_hh)
                         for (int64_t j = 0; j < GH; ++j) a[j] += p.b_hh[j];
                 }
@@ -317,10 +318,14 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
     const auto [V, c] = output_params(params, net);
     const auto [dV, dc] = output_params(grad, net);
     const Real* top = hidden_states + (L - 1) * N * ld;
-    for (int64_t n = 0; n < N; ++n)
-        zero_buffer(inj_top + n * TH + first_step * H, (T - first_step) * H);
+    // Many-to-one, the top layer's sweep reads each record's injection at its last step only:
+    // just that row is cleared; many-to-many, every step that can receive gradient.
     for (int64_t n = 0; n < N; ++n) {
         const int64_t len = length_of(lengths, n, T);
+        if (return_sequences)
+            zero_buffer(inj_top + n * TH + first_step * H, (T - first_step) * H);
+        else
+            zero_buffer(inj_top + n * TH + (len - 1) * H, H);
         for (int64_t t = return_sequences ? 0 : len - 1; t < len; ++t) {
             const Real* gy = return_sequences ? dy + (n * T + t) * O : dy + n * O;
             const Real* h = top + n * ld + t * CH;
