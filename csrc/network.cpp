@@ -20,8 +20,10 @@ namespace rnnkit {
 
 CellSizes cell_sizes(Cell cell) {
     switch (cell) {
-#define RNNKIT_CELL_SIZES(Enum, Struct, name) \
-    case Cell::Enum: return {Struct::gates, Struct::state, Struct::cache, Struct::two_biases};
+#define RNNKIT_CELL_SIZES(Enum, Struct, name)                                    \
+    case Cell::Enum:                                                             \
+        return {Struct::gates, Struct::state, Struct::cache, Struct::two_biases, \
+                Struct::separate_dh};
         RNNKIT_CELLS(RNNKIT_CELL_SIZES)
 #undef RNNKIT_CELL_SIZES
     }
@@ -143,7 +145,7 @@ int64_t backward_work_size(int64_t N, int64_t T, const Net& net, bool return_seq
            + 2 * N * cs.state * Hp                   // dstate, dstate_prev
            + 2 * N * GH                              // one step's Δx, Δh
            + net.L * GH * Hp                         // every layer's W, padded
-           + 2 * net.L * N * T * GH                  // every layer's Δx, Δh summed over terms
+           + (cs.separate_dh ? 2 : 1) * net.L * N * T * GH   // every layer's Δx (Δh) summed
            + N * T * H + N * T * std::max(net.I, H)  // h_{s-1} and x_s packed
            + cs.state * H;                           // a zero state
 }
@@ -280,7 +282,8 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
     Real* dhs = dxs + N * GH;                 // (N, G·H): one step's Δh (separate_dh)
     Real* Wp_all = dhs + N * GH;              // (L, G·H, Hp): each layer's W, zero-padded
     Real* Delta_x = Wp_all + L * GH * Hp;     // (L, N, T, G·H): Δx summed over loss terms
-    Real* Delta_h = Delta_x + L * N * T * GH; // (L, N, T, G·H): Δh summed (separate_dh)
+    // (L, N, T, G·H): Δh summed, when the cell keeps it apart from Δx (else Δx itself)
+    Real* Delta_h = Cell::separate_dh ? Delta_x + L * N * T * GH : Delta_x;
     Real* Hprev = Delta_h + L * N * T * GH;   // (N·T, H): h_{s-1} packed for the products
     Real* Xs = Hprev + N * TH;                // (N·T, In): x_s packed
     Real* zero_state = Xs + N * T * std::max(I, H);   // (S·H,)

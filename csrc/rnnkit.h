@@ -40,6 +40,7 @@ enum class Cell { Rnn, Gru, Lstm };
 struct CellSizes {
     int64_t gates, state, cache;  // G, S, C
     bool two_biases;
+    bool separate_dh;             // Δh is not Δx (the backward pass keeps both)
 };
 CellSizes cell_sizes(Cell cell);
 
