@@ -23,6 +23,7 @@ import pytest
 import rnnkit
 from rnnkit import _core
 from rnnkit import reference as ref
+from test_cpp_vs_reference import ISA_LEVELS, available
 
 CELLS = ["rnn", "gru", "lstm"]
 STATE = {"rnn": 1, "gru": 1, "lstm": 2}          # S, in multiples of H
@@ -386,16 +387,6 @@ def core_settings():
         rnnkit.set_num_threads(threads)
 
 
-def available(isa):
-    try:
-        _core._set_isa(isa)
-        return True
-    except ValueError:
-        return False
-    finally:
-        _core._set_isa("best")
-
-
 def core_results(X, Y, h0, params, sp, lengths, k, order):
     """Everything the C++ core computes for one problem: forward, backward, an Adam epoch."""
     rs = Y.ndim == 3
@@ -456,7 +447,6 @@ def test_results_do_not_depend_on_the_thread_count(core_settings, cell, dtype,
             np.testing.assert_array_equal(a, b)
 
 
-ISA_LEVELS = ["baseline", "avx2", "avx512"]
 
 
 @pytest.mark.parametrize("hidden", [5, 16, 19], ids=lambda h: f"H{h}")

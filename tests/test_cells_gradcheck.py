@@ -33,10 +33,9 @@ import pytest
 import rnnkit
 from rnnkit import reference
 from rnnkit.cells import CELLS
-
-EPS = 1e-6          # finite-difference step
-RTOL = 1e-6         # max |fd - analytic| <= RTOL * max |analytic|
-RELU_MARGIN = 1e-3
+# the finite-difference settings and the plain activations of the Elman check (f(a) written
+# out with NumPy, independent of rnnkit.reference)
+from test_gradcheck import EPS, RELU_MARGIN, RTOL, _f
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 N, T, I, H, O = 3, 5, 2, 3, 2
@@ -44,16 +43,6 @@ LENGTHS = np.array([3, 5, 1], dtype=np.int64)     # a short, a full and a length
 
 
 # ----------------------------------------------------------------------------- independent math
-def _f(a, activation):
-    if activation == "tanh":
-        return np.tanh(a)
-    if activation == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-a))
-    if activation == "relu":
-        return np.where(a > 0, a, 0.0)
-    raise AssertionError(activation)
-
-
 def _sigmoid(a):
     return 1.0 / (1.0 + np.exp(-a))
 
