@@ -369,7 +369,7 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
         const Real* cache = hidden_states + l * N * ld;
         const Real* state0 = h0 ? h0 + l * SH : nullptr;
         Real* Dx = Delta_x + l * N * T * GH;
-        Real* Dh = Cell::separate_dh ? Delta_h + l * N * T * GH : Dx;
+        Real* Dh = Delta_h + l * N * T * GH;        // Dx itself unless separate_dh
         Real* ds = dstate + n0 * DS;
         Real* ds_prev = dstate_prev + n0 * DS;
         const int64_t ld_step = direct ? T * GH : GH;   // from one record's Δ to the next's
@@ -511,7 +511,7 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
         const Real* xs = pack_x ? Xs : input;
         const int64_t ld_xs = pack_x ? In : ld_in;
         Real* Dx = Delta_x + l * N * T * GH;
-        Real* Dh = Cell::separate_dh ? Delta_h + l * N * T * GH : Dx;
+        Real* Dh = Delta_h + l * N * T * GH;        // Dx itself unless separate_dh
         const int64_t work_per_row = std::max<int64_t>(1, NS * (H + In));
         parallel_for(GH, std::max<int64_t>(8, kMinWorkPerThread / work_per_row),
                      [&](int64_t r0, int64_t r1) {
