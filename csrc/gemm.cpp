@@ -150,6 +150,7 @@ RNNKIT_INLINE void gemm_rows_left(Real* C, int64_t ldc, const Real* A, int64_t s
 template <bool Fma, typename Real, int VB, int MR, int NV>
 RNNKIT_INLINE void gemm_tiled(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk, const Real* B,
                               int64_t ldb, int64_t M, int64_t N, int64_t K) {
+    typedef Real V __attribute__((vector_size(VB)));
     constexpr int L = VB / int(sizeof(Real));
     constexpr int64_t panel = NV * L;
     constexpr int64_t KC = (24 * 1024) / (NV * VB);
@@ -169,7 +170,16 @@ RNNKIT_INLINE void gemm_tiled(Real* C, int64_t ldc, const Real* A, int64_t sm, i
             for (int64_t k = 0; k < kc; ++k) {
                 const Real* b = B + (k0 + k) * ldb + j0;
                 Real* p = packed + k * nc;
-                for (int64_t j = 0; j < nc; ++j) p[j] = b[j];
+                // a vector at a time through a register: the compiler turns a plain copy loop
+                // into a `rep movs` per row, whose start-up costs more than a short row's copy
+                int64_t j = 0;
+                for (; j + L <= nc; j += L) {
+                    V v;
+                    __builtin_memcpy(&v, b + j, VB);
+                    __asm__("" : "+x"(v));
+                    __builtin_memcpy(p + j, &v, VB);
+                }
+                for (; j < nc; ++j) p[j] = b[j];
             }
             Real* Cp = C + j0;
             const Real* Ap = A + k0 * sk;
