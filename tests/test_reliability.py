@@ -197,6 +197,82 @@ def test_concurrent_predict_and_loss_from_threads_are_correct(backend):
     assert not errors and len(results) == 6
 
 
+def _pool_problem(seed):
+    """A model and data large enough that every parallel region of the C++ core is split
+    across threads (csrc/network.cpp's kMinWorkPerThread)."""
+    rng = np.random.default_rng(seed)
+    X, Y = rng.normal(size=(64, 20, 3)), rng.normal(size=(64, 1))
+    return rnnkit.RNN(3, 32, 1, seed=seed), X, Y
+
+
+def _fit_bytes(seed):
+    model, X, Y = _pool_problem(seed)
+    model.fit(X, Y, epochs=2, batch_size=32, optimizer=rnnkit.Adam(), shuffle=False)
+    return model._params.tobytes()
+
+
+@pytest.fixture
+def three_threads():
+    before = rnnkit.get_num_threads()
+    rnnkit.set_num_threads(3)
+    yield
+    rnnkit.set_num_threads(before)
+
+
+def test_fits_from_several_python_threads_share_the_worker_pool_exactly(three_threads):
+    """The core's worker pool runs one parallel region at a time; fits from other Python
+    threads meanwhile start threads of their own. Every fit equals the same fit run alone,
+    and the pool still works afterwards."""
+    expected = {j: _fit_bytes(j) for j in range(4)}
+    results, errors = {}, []
+
+    def work(j):
+        try:
+            for _ in range(3):
+                results[j] = _fit_bytes(j)
+                assert results[j] == expected[j]
+        except BaseException as exc:                # noqa: BLE001 - reported below
+            errors.append(exc)
+    threads = [threading.Thread(target=work, args=(j,)) for j in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and results == expected
+    assert _fit_bytes(0) == expected[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_trains_on_its_own_worker_pool(three_threads):
+    """A child forked after the parent's pool started has none of its workers: it makes a
+    pool of its own and computes the parent's result, instead of waiting forever."""
+    expected = _fit_bytes(5)                        # the parent's pool is running now
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                    # the child: report and leave at once
+        status = 1
+        try:
+            os.close(read_end)
+            os.write(write_end, b"1" if _fit_bytes(5) == expected else b"0")
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child did not finish its fit within 60 s")
+    with os.fdopen(read_end, "rb") as f:
+        assert f.read() == b"1"
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 class _BlockingBackend:
     """The reference backend, except that the chosen function signals that it was entered and
     then waits to be released: a call of the model held open in another thread."""
