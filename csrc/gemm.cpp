@@ -10,6 +10,7 @@
 // fused instruction (one rounding), at the baseline level a multiply then an add. Results are
 // therefore bitwise reproducible for a given level, and agree with the reference to its
 // tolerances at every level.
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <stdexcept>
@@ -143,17 +144,57 @@ RNNKIT_INLINE void gemm_rows_left(Real* C, int64_t ldc, const Real* A, int64_t s
     }
 }
 
-// C += A B in blocks that stay in cache: a block of KC rows of B and one panel of its columns
-// (24 KiB, copied to a contiguous buffer so that its rows do not collide in the cache's sets)
-// is used by every row tile before the next. Each C[m, j] is still summed over k in increasing
-// order: a k-block continues from the value the previous one stored.
-template <bool Fma, typename Real, int VB, int MR, int NV>
-RNNKIT_INLINE void gemm_tiled(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk, const Real* B,
-                              int64_t ldb, int64_t M, int64_t N, int64_t K) {
+// The tiled product's blocking: KC rows of B by one panel of NV vectors of columns (24 KiB) at
+// a time, used by every row tile before the next.
+template <typename Real, int VB, int NV>
+struct Blocking {
+    static constexpr int64_t panel = NV * (VB / int64_t(sizeof(Real)));
+    static constexpr int64_t KC = (24 * 1024) / (NV * VB);
+};
+
+// Copies B's block (k0.., j0..) of kc rows and nc columns to `packed` (kc, nc), contiguous, so
+// that its rows do not collide in the cache's sets. A vector at a time through a register: the
+// compiler turns a plain copy loop into a `rep movs` per row, whose start-up costs more than a
+// short row's copy.
+template <typename Real, int VB>
+RNNKIT_INLINE void pack_block(Real* packed, const Real* B, int64_t ldb, int64_t kc, int64_t nc) {
     typedef Real V __attribute__((vector_size(VB)));
     constexpr int L = VB / int(sizeof(Real));
-    constexpr int64_t panel = NV * L;
-    constexpr int64_t KC = (24 * 1024) / (NV * VB);
+    for (int64_t k = 0; k < kc; ++k) {
+        const Real* b = B + k * ldb;
+        Real* p = packed + k * nc;
+        int64_t j = 0;
+        for (; j + L <= nc; j += L) {
+            V v;
+            __builtin_memcpy(&v, b + j, VB);
+            __asm__("" : "+x"(v));
+            __builtin_memcpy(p + j, &v, VB);
+        }
+        for (; j < nc; ++j) p[j] = b[j];
+    }
+}
+
+// B (K, N) as every block of the tiled product, in its order: block (k0, j0) of kc x nc
+// elements at panels + k0 N + kc j0. K N elements.
+template <typename Real, int VB, int NV>
+RNNKIT_INLINE void pack_panels(Real* panels, const Real* B, int64_t ldb, int64_t K, int64_t N) {
+    using Bk = Blocking<Real, VB, NV>;
+    for (int64_t k0 = 0; k0 < K; k0 += Bk::KC) {
+        const int64_t kc = std::min(K - k0, Bk::KC);
+        for (int64_t j0 = 0; j0 < N; j0 += Bk::panel)
+            pack_block<Real, VB>(panels + k0 * N + kc * j0, B + k0 * ldb + j0, ldb, kc,
+                                 std::min(N - j0, Bk::panel));
+    }
+}
+
+// C += A B in blocks that stay in cache: a block of KC rows of B and one panel of its columns
+// is used by every row tile before the next. Each C[m, j] is still summed over k in increasing
+// order: a k-block continues from the value the previous one stored. The blocks come from
+// `panels` (pack_panels) if given, else each is packed here when it is reached.
+template <bool Fma, typename Real, int VB, int MR, int NV>
+RNNKIT_INLINE void gemm_tiled(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk, const Real* B,
+                              int64_t ldb, const Real* panels, int64_t M, int64_t N, int64_t K) {
+    using Bk = Blocking<Real, VB, NV>;
     if (M < MR) {
         // fewer rows than a tile: each streams B on its own, without blocking, four times the
         // columns per tile (at AVX-512 a padded row of B up to 16 vectors in one pass), since a
@@ -162,25 +203,13 @@ RNNKIT_INLINE void gemm_tiled(Real* C, int64_t ldc, const Real* A, int64_t sm, i
             gemm_rows<Fma, Real, VB, 1, 4 * NV>(C + m * ldc, ldc, A + m * sm, sm, sk, B, ldb, N, K);
         return;
     }
-    alignas(64) Real packed[KC * panel];
-    for (int64_t k0 = 0; k0 < K; k0 += KC) {
-        const int64_t kc = K - k0 < KC ? K - k0 : KC;
-        for (int64_t j0 = 0; j0 < N; j0 += panel) {
-            const int64_t nc = N - j0 < panel ? N - j0 : panel;
-            for (int64_t k = 0; k < kc; ++k) {
-                const Real* b = B + (k0 + k) * ldb + j0;
-                Real* p = packed + k * nc;
-                // a vector at a time through a register: the compiler turns a plain copy loop
-                // into a `rep movs` per row, whose start-up costs more than a short row's copy
-                int64_t j = 0;
-                for (; j + L <= nc; j += L) {
-                    V v;
-                    __builtin_memcpy(&v, b + j, VB);
-                    __asm__("" : "+x"(v));
-                    __builtin_memcpy(p + j, &v, VB);
-                }
-                for (; j < nc; ++j) p[j] = b[j];
-            }
+    alignas(64) Real local[Bk::KC * Bk::panel];
+    for (int64_t k0 = 0; k0 < K; k0 += Bk::KC) {
+        const int64_t kc = std::min(K - k0, Bk::KC);
+        for (int64_t j0 = 0; j0 < N; j0 += Bk::panel) {
+            const int64_t nc = std::min(N - j0, Bk::panel);
+            const Real* packed = panels ? panels + k0 * N + kc * j0 : local;
+            if (!panels) pack_block<Real, VB>(local, B + k0 * ldb + j0, ldb, kc, nc);
             Real* Cp = C + j0;
             const Real* Ap = A + k0 * sk;
             int64_t m = 0;
@@ -201,8 +230,13 @@ RNNKIT_INLINE void gemm_tiled(Real* C, int64_t ldc, const Real* A, int64_t sm, i
 #define RNNKIT_GEMM_LEVEL(name, attributes, Fma, VB, MR, NV)                                              \
     template <typename Real>                                                                   \
     attributes void name##_tiled(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk,             \
-                                 const Real* B, int64_t ldb, int64_t M, int64_t N, int64_t K) { \
-        gemm_tiled<Fma, Real, VB, MR, NV>(C, ldc, A, sm, sk, B, ldb, M, N, K);                     \
+                                 const Real* B, int64_t ldb, const Real* panels, int64_t M,    \
+                                 int64_t N, int64_t K) {                                       \
+        gemm_tiled<Fma, Real, VB, MR, NV>(C, ldc, A, sm, sk, B, ldb, panels, M, N, K);             \
+    }                                                                                          \
+    template <typename Real>                                                                   \
+    attributes void name##_pack(Real* panels, const Real* B, int64_t ldb, int64_t K, int64_t N) { \
+        pack_panels<Real, VB, NV>(panels, B, ldb, K, N);                                       \
     }                                                                                          \
     template <typename Real>                                                                   \
     attributes void name##_plain(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk,             \
@@ -247,9 +281,10 @@ bool plain_loops() { return use_plain.load(); }
 namespace {
 
 // C += A B with A's element (m, k) at A[m * sm + k * sk]: rows of A (sk = 1) or of A^T (sm = 1).
+// `panels`, if not null, is B packed by pack_b at the current level.
 template <typename Real>
 void gemm_strided(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk, const Real* B,
-                  int64_t ldb, int64_t M, int64_t N, int64_t K) {
+                  int64_t ldb, const Real* panels, int64_t M, int64_t N, int64_t K) {
     (void)isa_initialized;
     if (M <= 0 || N <= 0 || K <= 0) return;
     const bool plain = use_plain.load(std::memory_order_relaxed);
@@ -257,14 +292,14 @@ void gemm_strided(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk, c
 #if RNNKIT_X86
         case Isa::Avx512:
             if (plain) return avx512_plain(C, ldc, A, sm, sk, B, ldb, M, N, K);
-            return avx512_tiled(C, ldc, A, sm, sk, B, ldb, M, N, K);
+            return avx512_tiled(C, ldc, A, sm, sk, B, ldb, panels, M, N, K);
         case Isa::Avx2:
             if (plain) return avx2_plain(C, ldc, A, sm, sk, B, ldb, M, N, K);
-            return avx2_tiled(C, ldc, A, sm, sk, B, ldb, M, N, K);
+            return avx2_tiled(C, ldc, A, sm, sk, B, ldb, panels, M, N, K);
 #endif
         default:
             if (plain) return baseline_plain(C, ldc, A, sm, sk, B, ldb, M, N, K);
-            return baseline_tiled(C, ldc, A, sm, sk, B, ldb, M, N, K);
+            return baseline_tiled(C, ldc, A, sm, sk, B, ldb, panels, M, N, K);
     }
 }
 
@@ -273,15 +308,43 @@ void gemm_strided(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk, c
 template <typename Real>
 void gemm_accumulate(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B,
                      int64_t ldb, int64_t M, int64_t N, int64_t K) {
-    gemm_strided(C, ldc, A, lda, int64_t(1), B, ldb, M, N, K);
+    gemm_strided(C, ldc, A, lda, int64_t(1), B, ldb, static_cast<const Real*>(nullptr), M, N, K);
 }
 
 template <typename Real>
 void gemm_accumulate_at(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B,
                         int64_t ldb, int64_t M, int64_t N, int64_t K) {
-    gemm_strided(C, ldc, A, int64_t(1), lda, B, ldb, M, N, K);
+    gemm_strided(C, ldc, A, int64_t(1), lda, B, ldb, static_cast<const Real*>(nullptr), M, N, K);
 }
 
+template <typename Real>
+PackedB<Real> pack_b(Real* buffer, const Real* B, int64_t ldb, int64_t K, int64_t N, Isa isa) {
+    switch (isa) {
+#if RNNKIT_X86
+        case Isa::Avx512: avx512_pack(buffer, B, ldb, K, N); break;
+        case Isa::Avx2: avx2_pack(buffer, B, ldb, K, N); break;
+#endif
+        default: baseline_pack(buffer, B, ldb, K, N); break;
+    }
+    return {B, ldb, buffer, isa};
+}
+
+template <typename Real>
+void gemm_accumulate_packed(Real* C, int64_t ldc, const Real* A, int64_t lda,
+                            const PackedB<Real>& B, int64_t M, int64_t N, int64_t K) {
+    // blocks packed for another level than the current one (set_isa in between) are not used
+    const bool same_level = B.isa == current_isa.load(std::memory_order_relaxed);
+    gemm_strided(C, ldc, A, lda, int64_t(1), B.B, B.ldb, same_level ? B.panels : nullptr, M, N,
+                 K);
+}
+
+#define RNNKIT_INSTANTIATE(Real)                                                              \
+    template PackedB<Real> pack_b(Real*, const Real*, int64_t, int64_t, int64_t, Isa);         \
+    template void gemm_accumulate_packed(Real*, int64_t, const Real*, int64_t,                 \
+                                         const PackedB<Real>&, int64_t, int64_t, int64_t);
+RNNKIT_INSTANTIATE(float)
+RNNKIT_INSTANTIATE(double)
+#undef RNNKIT_INSTANTIATE
 template void gemm_accumulate(float*, int64_t, const float*, int64_t, const float*, int64_t,
                               int64_t, int64_t, int64_t);
 template void gemm_accumulate(double*, int64_t, const double*, int64_t, const double*, int64_t,

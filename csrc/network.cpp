@@ -133,7 +133,7 @@ void zero_buffer(Real* buffer, int64_t n) {
 int64_t forward_work_size(int64_t N, int64_t T, const Net& net) {
     const CellSizes cs = cell_sizes(net.cell);
     const int64_t GH = cs.gates * net.H;
-    return std::max(net.I, net.H) * GH + net.H * padded(GH) + net.H * net.O + N * T * GH +
+    return std::max(net.I, net.H) * GH + 2 * net.H * padded(GH) + net.H * net.O + N * T * GH +
            N * padded(GH) + cs.state * net.H;
 }
 
@@ -144,7 +144,7 @@ int64_t backward_work_size(int64_t N, int64_t T, const Net& net, bool return_seq
            + 3 * N * T * H                           // injections: top, and two to pass down
            + 2 * N * cs.state * Hp                   // dstate, dstate_prev
            + 2 * N * GH                              // one step's Δx, Δh
-           + net.L * GH * Hp                         // every layer's W, padded
+           + 2 * net.L * GH * Hp                     // every layer's W, padded, and packed
            + (cs.separate_dh ? 2 : 1) * net.L * N * T * GH   // every layer's Δx (Δh) summed
            + N * T * H + N * T * std::max(net.I, H)  // h_{s-1} and x_s packed
            + cs.state * H;                           // a zero state
@@ -162,7 +162,8 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
     const int64_t ld = T * CH;                  // from one record's cache to the next record's
     Real* UT = work;                            // (In, G·H) = U^T: A_x (T, G·H) = x (T, In) U^T
     Real* WT = UT + std::max(net.I, H) * GH;    // (H, G·Hp) = W^T, zero-padded
-    Real* VT = WT + H * GHp;                    // (H, O) = V^T: y (rows, O) = h (rows, H) V^T + c
+    Real* WT_packed = WT + H * GHp;             // WT packed for the per-step products
+    Real* VT = WT_packed + H * GHp;             // (H, O) = V^T: y (rows, O) = h (rows, H) V^T + c
     Real* Ax = VT + H * O;                      // (N, T, G·H): the input projection of every step
     Real* acc = Ax + N * T * GH;                // (N, G·Hp): A_h of each record, padded
     Real* zero_state = acc + N * GHp;           // (S·H,): the state before step 1 without h0
@@ -182,6 +183,8 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
         transpose(UT, GH, p.U, In, In, GH);
         transpose(WT, GHp, p.W, H, H, GH);
         for (int64_t r = 0; r < H; ++r) zero_buffer(WT + r * GHp + GH, GHp - GH);
+        const PackedB<Real> w =
+            pack_b(WT_packed, static_cast<const Real*>(WT), GHp, H, GHp, current_isa_level());
         const Real* state0 = h0 ? h0 + l * SH : nullptr;   // row stride L·S·H
 
         // Records are independent: each thread runs its own rows through every step.
@@ -214,8 +217,8 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
                                            : (state0 ? state0 + n0 * L * SH : nullptr);
                 const int64_t ld_prev = t > 0 ? ld : L * SH;
                 if (h_prev)
-                    gemm_accumulate(acc_r + (in_place ? t * CH : 0), ld_acc, h_prev, ld_prev, WT,
-                                    GHp, rows, GHp, H);
+                    gemm_accumulate_packed(acc_r + (in_place ? t * CH : 0), ld_acc, h_prev,
+                                           ld_prev, w, rows, GHp, H);
                 for (int64_t n = n0; n < n1; ++n) {
                     Real* c = cache + n * ld + t * CH;
                     if (t >= length_of(lengths, n, T)) {   // padding: the state stays
@@ -281,7 +284,8 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
     Real* dxs = dstate_prev + N * DS;         // (N, G·H): one step's Δx
     Real* dhs = dxs + N * GH;                 // (N, G·H): one step's Δh (separate_dh)
     Real* Wp_all = dhs + N * GH;              // (L, G·H, Hp): each layer's W, zero-padded
-    Real* Delta_x = Wp_all + L * GH * Hp;     // (L, N, T, G·H): Δx summed over loss terms
+    Real* Wp_packed = Wp_all + L * GH * Hp;   // (L, G·H·Hp): the same, packed for the products
+    Real* Delta_x = Wp_packed + L * GH * Hp;  // (L, N, T, G·H): Δx summed over loss terms
     // (L, N, T, G·H): Δh summed, when the cell keeps it apart from Δx (else Δx itself)
     Real* Delta_h = Cell::separate_dh ? Delta_x + L * N * T * GH : Delta_x;
     Real* Hprev = Delta_h + L * N * T * GH;   // (N·T, H): h_{s-1} packed for the products
@@ -342,6 +346,11 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
         }
     }
 
+    // each layer's padded W, packed once for the products of every step
+    const Isa isa = current_isa_level();
+    auto packed_w = [&](int64_t l) {
+        return PackedB<Real>{Wp_all + l * GH * Hp, Hp, Wp_packed + l * GH * Hp, isa};
+    };
     for (int64_t l = 0; l < L; ++l) {
         const LayerParams<const Real> p = layer_params(params, net, l);
         Real* Wp = Wp_all + l * GH * Hp;
@@ -349,8 +358,8 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
             std::copy(p.W + r * H, p.W + (r + 1) * H, Wp + r * Hp);
             zero_buffer(Wp + r * Hp + H, Hp - H);
         }
+        pack_b(Wp_packed + l * GH * Hp, static_cast<const Real*>(Wp), Hp, GH, Hp, isa);
     }
-
 
     // One backward sweep of layer l over steps s_hi down to s_lo, for records n0..n1: at each
     // step the injection inj[n, s] (for s in [inj_lo, inj_hi]; with `at_last_only`, only at the
@@ -410,7 +419,7 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
                 }
             }
             if (s == s_lo) break;
-            gemm_accumulate(ds_prev, DS, dh, ld_step, Wp_all + l * GH * Hp, Hp, rows, Hp, GH);
+            gemm_accumulate_packed(ds_prev, DS, dh, ld_step, packed_w(l), rows, Hp, GH);
             if (per_row_start)          // the state before a record's window is a constant
                 for (int64_t r = 0; r < rows; ++r)
                     if (window_start(n0 + r) == s) zero_buffer(ds_prev + r * DS, DS);

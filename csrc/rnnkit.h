@@ -66,6 +66,26 @@ template <typename Real>
 void gemm_accumulate_at(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B,
                         int64_t ldb, int64_t M, int64_t N, int64_t K);
 
+enum class Isa;
+
+// B (K, N) copied once into the order in which the tiled product of level `isa` reads it, for
+// products that use the same B many times (every step of a sweep): pack_b writes K N elements
+// to `buffer`. gemm_accumulate_packed is gemm_accumulate with that B, bit for bit; it reads B
+// itself where it would not use the copy (the plain loops, fewer rows than a tile, a level
+// other than the current one).
+template <typename Real>
+struct PackedB {
+    const Real* B;
+    int64_t ldb;
+    const Real* panels;
+    Isa isa;   // the level whose order `panels` has
+};
+template <typename Real>
+PackedB<Real> pack_b(Real* buffer, const Real* B, int64_t ldb, int64_t K, int64_t N, Isa isa);
+template <typename Real>
+void gemm_accumulate_packed(Real* C, int64_t ldc, const Real* A, int64_t lda,
+                            const PackedB<Real>& B, int64_t M, int64_t N, int64_t K);
+
 // The instruction-set level gemm_accumulate runs at: the best the CPU has unless set_isa chose
 // a lower one. AVX2 and AVX-512 fuse each multiply-add (one rounding); Baseline does not.
 enum class Isa { Baseline = 0, Avx2 = 1, Avx512 = 2 };
