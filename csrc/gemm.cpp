@@ -244,10 +244,12 @@ RNNKIT_INLINE void gemm_tiled(Real* C, int64_t ldc, const Real* A, int64_t sm, i
         gemm_plain<Fma>(C, ldc, A, sm, sk, B, ldb, M, N, K);                                       \
     }
 
-RNNKIT_GEMM_LEVEL(baseline, , false, 16, 4, 2)                     // 8 of 16
+// the rows of each level's tile
+constexpr int kBaselineRows = 4, kAvx2Rows = 4, kAvx512Rows = 6;
+RNNKIT_GEMM_LEVEL(baseline, , false, 16, kBaselineRows, 2)                  // 8 of 16
 #if RNNKIT_X86
-RNNKIT_GEMM_LEVEL(avx2, RNNKIT_TARGET_AVX2, true, 32, 4, 2)        // 8 of 16
-RNNKIT_GEMM_LEVEL(avx512, RNNKIT_TARGET_AVX512, true, 64, 6, 4)   // 24 of 32 registers
+RNNKIT_GEMM_LEVEL(avx2, RNNKIT_TARGET_AVX2, true, 32, kAvx2Rows, 2)         // 8 of 16
+RNNKIT_GEMM_LEVEL(avx512, RNNKIT_TARGET_AVX512, true, 64, kAvx512Rows, 4)   // 24 of 32 registers
 #endif
 
 Isa detect_isa() {
@@ -318,15 +320,26 @@ void gemm_accumulate_at(Real* C, int64_t ldc, const Real* A, int64_t lda, const 
 }
 
 template <typename Real>
-PackedB<Real> pack_b(Real* buffer, const Real* B, int64_t ldb, int64_t K, int64_t N, Isa isa) {
+PackedB<Real> pack_b(Real* buffer, const Real* B, int64_t ldb, int64_t K, int64_t N, Isa isa,
+                     int64_t max_rows) {
+    // products of fewer rows than a tile stream B itself (gemm_tiled): no copy then
     switch (isa) {
 #if RNNKIT_X86
-        case Isa::Avx512: avx512_pack(buffer, B, ldb, K, N); break;
-        case Isa::Avx2: avx2_pack(buffer, B, ldb, K, N); break;
+        case Isa::Avx512:
+            if (max_rows < kAvx512Rows) break;
+            avx512_pack(buffer, B, ldb, K, N);
+            return {B, ldb, buffer, isa};
+        case Isa::Avx2:
+            if (max_rows < kAvx2Rows) break;
+            avx2_pack(buffer, B, ldb, K, N);
+            return {B, ldb, buffer, isa};
 #endif
-        default: baseline_pack(buffer, B, ldb, K, N); break;
+        default:
+            if (max_rows < kBaselineRows) break;
+            baseline_pack(buffer, B, ldb, K, N);
+            return {B, ldb, buffer, isa};
     }
-    return {B, ldb, buffer, isa};
+    return {B, ldb, nullptr, isa};
 }
 
 template <typename Real>
@@ -339,7 +352,7 @@ void gemm_accumulate_packed(Real* C, int64_t ldc, const Real* A, int64_t lda,
 }
 
 #define RNNKIT_INSTANTIATE(Real)                                                              \
-    template PackedB<Real> pack_b(Real*, const Real*, int64_t, int64_t, int64_t, Isa);         \
+    template PackedB<Real> pack_b(Real*, const Real*, int64_t, int64_t, int64_t, Isa, int64_t); \
     template void gemm_accumulate_packed(Real*, int64_t, const Real*, int64_t,                 \
                                          const PackedB<Real>&, int64_t, int64_t, int64_t);
 RNNKIT_INSTANTIATE(float)

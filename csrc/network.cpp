@@ -75,12 +75,19 @@ std::pair<Real*, Real*> output_params(Real* flat, const Net& net) {
     return {flat, net.bias ? flat + net.O * net.H : nullptr};
 }
 
-// out (rows, cols) = in (cols, rows) transposed, with row strides ld_out and ld_in.
+// out (rows, cols) = in (cols, rows) transposed, with row strides ld_out and ld_in; in blocks
+// of 16 x 16, so that the strided side stays in cache (a weight matrix is transposed at every
+// call, every minibatch of one record included).
 template <typename Real>
 void transpose(Real* out, int64_t ld_out, const Real* in, int64_t ld_in, int64_t rows,
                int64_t cols) {
-    for (int64_t r = 0; r < rows; ++r)
-        for (int64_t c = 0; c < cols; ++c) out[r * ld_out + c] = in[c * ld_in + r];
+    constexpr int64_t block = 16;
+    for (int64_t r0 = 0; r0 < rows; r0 += block)
+        for (int64_t c0 = 0; c0 < cols; c0 += block) {
+            const int64_t r1 = std::min(rows, r0 + block), c1 = std::min(cols, c0 + block);
+            for (int64_t r = r0; r < r1; ++r)
+                for (int64_t c = c0; c < c1; ++c) out[r * ld_out + c] = in[c * ld_in + r];
+        }
 }
 
 // Each row n of `rows` rows (row stride ld) set to the vector v (cols,), or to zero if v is null.
@@ -168,10 +175,11 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
     Real* acc = Ax + N * T * GH;                // (N, G·Hp): A_h of each record, padded
     Real* zero_state = acc + N * GHp;           // (S·H,): the state before step 1 without h0
     zero_buffer(zero_state, SH);
-    // When a step's cache is its pre-activation (C = G: the RNN cell), the cell needs only the
-    // sum of the projections and a row needs no padding, the products accumulate in place in
-    // the cache: no copies of A_x and A_h.
-    const bool in_place = Cell::sums_projections && Cell::cache == Cell::gates && GH == GHp;
+    // When a step's cache is its pre-activation (C = G: the RNN cell) and the cell needs only
+    // the sum of the projections, the products accumulate in place in the cache, over its G·H
+    // columns: no copies of A_x and A_h. Otherwise A_h goes to rows padded to G·Hp.
+    const bool in_place = Cell::sums_projections && Cell::cache == Cell::gates;
+    const int64_t cols = in_place ? GH : GHp;   // the columns of each step's product
 
     for (int64_t l = 0; l < L; ++l) {
         const LayerParams<const Real> p = layer_params(params, net, l);
@@ -183,8 +191,8 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
         transpose(UT, GH, p.U, In, In, GH);
         transpose(WT, GHp, p.W, H, H, GH);
         for (int64_t r = 0; r < H; ++r) zero_buffer(WT + r * GHp + GH, GHp - GH);
-        const PackedB<Real> w =
-            pack_b(WT_packed, static_cast<const Real*>(WT), GHp, H, GHp, current_isa_level());
+        const PackedB<Real> w = pack_b(WT_packed, static_cast<const Real*>(WT), GHp, H, cols,
+                                       current_isa_level(), N);
         const Real* state0 = h0 ? h0 + l * SH : nullptr;   // row stride L·S·H
 
         // Records are independent: each thread runs its own rows through every step.
@@ -218,7 +226,7 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
                 const int64_t ld_prev = t > 0 ? ld : L * SH;
                 if (h_prev)
                     gemm_accumulate_packed(acc_r + (in_place ? t * CH : 0), ld_acc, h_prev,
-                                           ld_prev, w, rows, GHp, H);
+                                           ld_prev, w, rows, cols, H);
                 for (int64_t n = n0; n < n1; ++n) {
                     Real* c = cache + n * ld + t * CH;
                     if (t >= length_of(lengths, n, T)) {   // padding: the state stays
@@ -358,7 +366,7 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
             std::copy(p.W + r * H, p.W + (r + 1) * H, Wp + r * Hp);
             zero_buffer(Wp + r * Hp + H, Hp - H);
         }
-        pack_b(Wp_packed + l * GH * Hp, static_cast<const Real*>(Wp), Hp, GH, Hp, isa);
+        pack_b(Wp_packed + l * GH * Hp, static_cast<const Real*>(Wp), Hp, GH, Hp, isa, N);
     }
 
     // One backward sweep of layer l over steps s_hi down to s_lo, for records n0..n1: at each

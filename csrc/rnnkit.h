@@ -70,9 +70,10 @@ enum class Isa;
 
 // B (K, N) copied once into the order in which the tiled product of level `isa` reads it, for
 // products that use the same B many times (every step of a sweep): pack_b writes K N elements
-// to `buffer`. gemm_accumulate_packed is gemm_accumulate with that B, bit for bit; it reads B
-// itself where it would not use the copy (the plain loops, fewer rows than a tile, a level
-// other than the current one).
+// to `buffer`, or nothing when no product will have more than `max_rows` rows and that is
+// fewer than a tile's (those read B itself). gemm_accumulate_packed is gemm_accumulate with
+// that B, bit for bit; it reads B itself where it would not use the copy (the plain loops,
+// fewer rows than a tile, a level other than the current one).
 template <typename Real>
 struct PackedB {
     const Real* B;
@@ -81,7 +82,8 @@ struct PackedB {
     Isa isa;   // the level whose order `panels` has
 };
 template <typename Real>
-PackedB<Real> pack_b(Real* buffer, const Real* B, int64_t ldb, int64_t K, int64_t N, Isa isa);
+PackedB<Real> pack_b(Real* buffer, const Real* B, int64_t ldb, int64_t K, int64_t N, Isa isa,
+                     int64_t max_rows);
 template <typename Real>
 void gemm_accumulate_packed(Real* C, int64_t ldc, const Real* A, int64_t lda,
                             const PackedB<Real>& B, int64_t M, int64_t N, int64_t K);
