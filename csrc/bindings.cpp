@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "buffer.h"
 #include "cells.h"
 #include "rnnkit.h"
 
@@ -103,11 +104,12 @@ py::array_t<Real> output_array(const char* name, std::vector<int64_t> shape) {
     }
 }
 
-// Scratch space of n scalars; MemoryError naming `name` when it cannot be allocated.
+// Scratch space of n scalars (uninitialized, see buffer.h); MemoryError naming `name` when it
+// cannot be allocated.
 template <typename Real>
-std::vector<Real> scratch(int64_t n, const char* name) {
+rnnkit::Buffer<Real> scratch(int64_t n, const char* name) {
     try {
-        return std::vector<Real>(size_t(n));
+        return rnnkit::Buffer<Real>(n);
     } catch (const std::bad_alloc&) {
         PyErr_SetString(PyExc_MemoryError, (std::string(name) + ": cannot allocate " +
                                             std::to_string(n) + " " + dtype_name<Real>() +

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "buffer.h"
 #include "rnnkit.h"
 
 namespace rnnkit {
@@ -23,10 +24,9 @@ EpochResult train_epoch(double* losses, Real* params, Real* momentum_buffer, Rea
     const int64_t cache_row = net.L * T * cell_sizes(net.cell).cache * net.H;
     std::vector<Real> xb(size_t(B * T * I)), yb(size_t(B * y_row));
     std::vector<int64_t> lb(lengths ? size_t(B) : 0);
-    std::vector<Real> hidden_states(size_t(B * cache_row)), outputs(size_t(B * y_row));
-    std::vector<Real> grad(static_cast<size_t>(P));
-    std::vector<Real> work(size_t(std::max(forward_work_size(B, T, net),
-                                           backward_work_size(B, T, net, return_sequences))));
+    Buffer<Real> hidden_states(B * cache_row), outputs(B * y_row), grad(P);
+    Buffer<Real> work(std::max(forward_work_size(B, T, net),
+                               backward_work_size(B, T, net, return_sequences)));
 
     for (int64_t start = 0, batch = 0; start < n_order; start += batch_size, ++batch) {
         const int64_t nb = std::min(batch_size, n_order - start);
