@@ -101,6 +101,26 @@ void fill_rows(Real* out, int64_t ld, const Real* v, int64_t rows, int64_t cols)
     }
 }
 
+// out[j] += in[q * ld + j] for j < n, over q = 0 .. count-1 in that order (each out[j] is summed
+// as a plain loop would), a block of columns at a time in registers.
+template <typename Real>
+void add_column_sums(Real* out, const Real* in, int64_t ld, int64_t count, int64_t n) {
+    constexpr int64_t block = 32;
+    int64_t j0 = 0;
+    for (; j0 + block <= n; j0 += block) {
+        Real acc[block];
+        for (int64_t j = 0; j < block; ++j) acc[j] = out[j0 + j];
+        for (int64_t q = 0; q < count; ++q)
+            for (int64_t j = 0; j < block; ++j) acc[j] += in[q * ld + j0 + j];
+        for (int64_t j = 0; j < block; ++j) out[j0 + j] = acc[j];
+    }
+    for (int64_t j = j0; j < n; ++j) {
+        Real acc = out[j];
+        for (int64_t q = 0; q < count; ++q) acc += in[q * ld + j];
+        out[j] = acc;
+    }
+}
+
 // Multiply-adds a thread must have to be worth starting (about ten microseconds of work).
 constexpr int64_t kMinWorkPerThread = int64_t(1) << 16;
 
@@ -269,6 +289,53 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
             }
 }
 
+// One backward step of `rows` records through Cell::backward_row (pointers at the first row).
+template <typename Real>
+struct StepRows {
+    Real* dx;               // Δx, then Δh, of each row: row stride ld_step
+    Real* dh;
+    int64_t ld_step;
+    Real* ds_prev;          // the state's gradient before and after the step: row stride DS
+    const Real* ds;
+    int64_t DS, Hp;
+    const Real* cache;      // the step's cache: row stride ld
+    int64_t ld;
+    const Real* prev;       // the state before the step: row stride ld_prev (0: one shared row)
+    int64_t ld_prev;
+    int64_t rows, H;
+    Activation act;
+};
+
+// The loop over the rows, compiled once per instruction-set level (flattened: the cell's loops
+// are inlined and vectorized at the level; they are elementwise and this file does not fuse
+// multiply-adds, so every level computes the same bits).
+#define RNNKIT_ROWS_LEVEL(name, attributes)                                                      \
+    template <typename Cell, typename Real>                                                    \
+    attributes __attribute__((flatten)) void name##_backward_rows(const StepRows<Real>& a) {   \
+        for (int64_t r = 0; r < a.rows; ++r)                                                   \
+            Cell::backward_row(a.dx + r * a.ld_step, a.dh + r * a.ld_step, a.ds_prev + r * a.DS, \
+                               a.ds + r * a.DS, a.Hp, a.cache + r * a.ld,                      \
+                               a.prev + r * a.ld_prev, a.H, a.act);                            \
+    }
+RNNKIT_ROWS_LEVEL(baseline, )
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+RNNKIT_ROWS_LEVEL(avx2, __attribute__((target("avx2"))))
+RNNKIT_ROWS_LEVEL(avx512, __attribute__((target("avx512f"))))
+#define RNNKIT_ROWS_X86 1
+#endif
+#undef RNNKIT_ROWS_LEVEL
+
+template <typename Cell, typename Real>
+void backward_rows(const StepRows<Real>& a) {
+    switch (current_isa_level()) {
+#ifdef RNNKIT_ROWS_X86
+        case Isa::Avx512: return avx512_backward_rows<Cell>(a);
+        case Isa::Avx2: return avx2_backward_rows<Cell>(a);
+#endif
+        default: return baseline_backward_rows<Cell>(a);
+    }
+}
+
 template <typename Cell, typename Real>
 double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
                      const Real* params, const Real* hidden_states, const Real* outputs,
@@ -403,13 +470,14 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
             Real* dx = direct ? Dx + (n0 * T + s) * GH : dxs + n0 * GH;
             Real* dh = direct ? Dh + (n0 * T + s) * GH
                               : (Cell::separate_dh ? dhs + n0 * GH : dx);
-            for (int64_t r = 0; r < rows; ++r) {
-                const int64_t n = n0 + r;
-                const Real* state_prev = s > 0 ? cache + n * ld + (s - 1) * CH
-                                               : (state0 ? state0 + n * L * SH : zero_state);
-                Cell::backward_row(dx + r * ld_step, dh + r * ld_step, ds_prev + r * DS,
-                                   ds + r * DS, Hp, cache + n * ld + s * CH, state_prev, H,
-                                   net.act);
+            {
+                const bool first = s == 0;   // the state before: h0's rows, or zero
+                const Real* prev = !first ? cache + n0 * ld + (s - 1) * CH
+                                          : (state0 ? state0 + n0 * L * SH : zero_state);
+                const int64_t ld_prev = !first ? ld : (state0 ? L * SH : 0);
+                backward_rows<Cell>(StepRows<Real>{dx, dh, ld_step, ds_prev, ds, DS, Hp,
+                                                   cache + n0 * ld + s * CH, ld, prev, ld_prev,
+                                                   rows, H, net.act});
             }
             if (!direct) {
                 for (int64_t r = 0; r < rows; ++r) {
@@ -541,12 +609,8 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
                 const Real* dhb = Dh + (block * T + first_step) * GH + r0;
                 gemm_accumulate_at(g.U + r0 * In, In, dxb, GH, xs + q0 * ld_xs, ld_xs, rows, In,
                                    run);
-                if (g.b_ih)
-                    for (int64_t q = 0; q < run; ++q)
-                        for (int64_t r = 0; r < rows; ++r) g.b_ih[r0 + r] += dxb[q * GH + r];
-                if (g.b_hh)
-                    for (int64_t q = 0; q < run; ++q)
-                        for (int64_t r = 0; r < rows; ++r) g.b_hh[r0 + r] += dhb[q * GH + r];
+                if (g.b_ih) add_column_sums(g.b_ih + r0, dxb, GH, run, rows);
+                if (g.b_hh) add_column_sums(g.b_hh + r0, dhb, GH, run, rows);
                 if (!contiguous)
                     gemm_accumulate_at(g.W + r0 * H, H, dhb, GH, Hprev + q0 * H, H, rows, H,
                                        run);

@@ -1,7 +1,8 @@
 """Check that rnnkit's compiled core runs on any x86-64: no AVX/AVX2/AVX-512 instruction outside
 the functions compiled for those instruction sets, which run only where the CPU has them (the
-per-level functions ``avx2_*`` / ``avx512_*`` of csrc/gemm.cpp, csrc/activations.cpp and
-csrc/fma_peak.cpp, dispatched at run time, and any GCC target clone).
+per-level functions ``avx2_*`` / ``avx512_*`` of csrc/gemm.cpp, csrc/activations.cpp,
+csrc/optim.cpp, csrc/network.cpp and csrc/fma_peak.cpp, dispatched at run time, and any GCC
+target clone).
 
     python tools/check_baseline_isa.py BUILD_DIR [CORE_SO]
 
