@@ -23,7 +23,7 @@ CellSizes cell_sizes(Cell cell) {
 #define RNNKIT_CELL_SIZES(Enum, Struct, name)                                    \
     case Cell::Enum:                                                             \
         return {Struct::gates, Struct::state, Struct::cache, Struct::two_biases, \
-                Struct::separate_dh};
+                Struct::separate_dh, Struct::sums_projections};
         RNNKIT_CELLS(RNNKIT_CELL_SIZES)
 #undef RNNKIT_CELL_SIZES
     }
@@ -157,11 +157,19 @@ void zero_buffer(Real* buffer, int64_t n) {
     std::fill(buffer, buffer + n, Real(0));
 }
 
+namespace {
+
+// The forward pass accumulates each step's products in place in the cache (no A_x, A_h
+// buffers) when the cache is the pre-activation and the cell needs only A_x + A_h: the RNN cell.
+bool forward_in_place(const CellSizes& cs) { return cs.sums_projections && cs.cache == cs.gates; }
+
+}  // namespace
+
 int64_t forward_work_size(int64_t N, int64_t T, const Net& net) {
     const CellSizes cs = cell_sizes(net.cell);
     const int64_t GH = cs.gates * net.H;
-    return std::max(net.I, net.H) * GH + 2 * net.H * padded(GH) + net.H * net.O + N * T * GH +
-           N * padded(GH) + cs.state * net.H;
+    return std::max(net.I, net.H) * GH + 2 * net.H * padded(GH) + net.H * net.O +
+           cs.state * net.H + (forward_in_place(cs) ? 0 : N * T * GH + N * padded(GH));
 }
 
 int64_t backward_work_size(int64_t N, int64_t T, const Net& net, bool return_sequences) {
@@ -191,14 +199,13 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
     Real* WT = UT + std::max(net.I, H) * GH;    // (H, G·Hp) = W^T, zero-padded
     Real* WT_packed = WT + H * GHp;             // WT packed for the per-step products
     Real* VT = WT_packed + H * GHp;             // (H, O) = V^T: y (rows, O) = h (rows, H) V^T + c
-    Real* Ax = VT + H * O;                      // (N, T, G·H): the input projection of every step
+    Real* zero_state = VT + H * O;              // (S·H,): the state before step 1 without h0
+    Real* Ax = zero_state + SH;                 // (N, T, G·H): the input projection of every step
     Real* acc = Ax + N * T * GH;                // (N, G·Hp): A_h of each record, padded
-    Real* zero_state = acc + N * GHp;           // (S·H,): the state before step 1 without h0
     zero_buffer(zero_state, SH);
-    // When a step's cache is its pre-activation (C = G: the RNN cell) and the cell needs only
-    // the sum of the projections, the products accumulate in place in the cache, over its G·H
-    // columns: no copies of A_x and A_h. Otherwise A_h goes to rows padded to G·Hp.
-    const bool in_place = Cell::sums_projections && Cell::cache == Cell::gates;
+    // In place (forward_in_place: the RNN cell), the products accumulate in the cache over its
+    // G·H columns, and Ax and acc are not there. Otherwise A_h goes to rows padded to G·Hp.
+    const bool in_place = forward_in_place(cell_sizes(net.cell));
     const int64_t cols = in_place ? GH : GHp;   // the columns of each step's product
 
     for (int64_t l = 0; l < L; ++l) {

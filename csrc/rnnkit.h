@@ -41,6 +41,7 @@ struct CellSizes {
     int64_t gates, state, cache;  // G, S, C
     bool two_biases;
     bool separate_dh;             // Δh is not Δx (the backward pass keeps both)
+    bool sums_projections;        // the step needs only A_x + A_h (see cells.h)
 };
 CellSizes cell_sizes(Cell cell);
 
