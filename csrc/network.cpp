@@ -77,17 +77,33 @@ std::pair<Real*, Real*> output_params(Real* flat, const Net& net) {
 
 // out (rows, cols) = in (cols, rows) transposed, with row strides ld_out and ld_in; in blocks
 // of 16 x 16, so that the strided side stays in cache (a weight matrix is transposed at every
-// call, every minibatch of one record included).
+// call, every minibatch of one record included). Compiled per level: AVX-512 turns the strided
+// reads into gathers, several times faster than one scalar at a time.
+#define RNNKIT_TRANSPOSE_LEVEL(name, attributes)                                                 \
+    template <typename Real>                                                                   \
+    attributes void name##_transpose(Real* out, int64_t ld_out, const Real* in, int64_t ld_in, \
+                                     int64_t rows, int64_t cols) {                             \
+        constexpr int64_t block = 16;                                                          \
+        for (int64_t r0 = 0; r0 < rows; r0 += block)                                           \
+            for (int64_t c0 = 0; c0 < cols; c0 += block) {                                     \
+                const int64_t r1 = std::min(rows, r0 + block), c1 = std::min(cols, c0 + block); \
+                for (int64_t r = r0; r < r1; ++r)                                              \
+                    for (int64_t c = c0; c < c1; ++c) out[r * ld_out + c] = in[c * ld_in + r]; \
+            }                                                                                  \
+    }
+RNNKIT_TRANSPOSE_LEVEL(baseline, )
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+RNNKIT_TRANSPOSE_LEVEL(avx512, __attribute__((target("avx512f"))))
+#endif
+#undef RNNKIT_TRANSPOSE_LEVEL
+
 template <typename Real>
 void transpose(Real* out, int64_t ld_out, const Real* in, int64_t ld_in, int64_t rows,
                int64_t cols) {
-    constexpr int64_t block = 16;
-    for (int64_t r0 = 0; r0 < rows; r0 += block)
-        for (int64_t c0 = 0; c0 < cols; c0 += block) {
-            const int64_t r1 = std::min(rows, r0 + block), c1 = std::min(cols, c0 + block);
-            for (int64_t r = r0; r < r1; ++r)
-                for (int64_t c = c0; c < c1; ++c) out[r * ld_out + c] = in[c * ld_in + r];
-        }
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (current_isa_level() == Isa::Avx512) return avx512_transpose(out, ld_out, in, ld_in, rows, cols);
+#endif
+    baseline_transpose(out, ld_out, in, ld_in, rows, cols);
 }
 
 // Each row n of `rows` rows (row stride ld) set to the vector v (cols,), or to zero if v is null.
@@ -160,8 +176,18 @@ void zero_buffer(Real* buffer, int64_t n) {
 namespace {
 
 // The forward pass accumulates each step's products in place in the cache (no A_x, A_h
-// buffers) when the cache is the pre-activation and the cell needs only A_x + A_h: the RNN cell.
-bool forward_in_place(const CellSizes& cs) { return cs.sums_projections && cs.cache == cs.gates; }
+// buffers) when the cache is the pre-activation and the cell needs only A_x + A_h: the RNN
+// cell. Except for a batch of fewer records than a tile has rows when G·H is not a whole
+// number of vectors: its product would end each row with a part of a vector, a chain of
+// dependent multiply-adds of its own after the row's whole vectors; padded rows (and the copies
+// they cost) are faster then. Float's padding is the wider: its answer holds for double too.
+constexpr int64_t kTileRows = 6;
+
+template <typename Real>
+bool forward_in_place(const CellSizes& cs, int64_t N, int64_t GH) {
+    return cs.sums_projections && cs.cache == cs.gates &&
+           (N >= kTileRows || GH == padded<Real>(GH));
+}
 
 }  // namespace
 
@@ -169,7 +195,8 @@ int64_t forward_work_size(int64_t N, int64_t T, const Net& net) {
     const CellSizes cs = cell_sizes(net.cell);
     const int64_t GH = cs.gates * net.H;
     return std::max(net.I, net.H) * GH + 2 * net.H * padded(GH) + net.H * net.O +
-           cs.state * net.H + (forward_in_place(cs) ? 0 : N * T * GH + N * padded(GH));
+           cs.state * net.H +
+           (forward_in_place<float>(cs, N, GH) ? 0 : N * T * GH + N * padded(GH));
 }
 
 int64_t backward_work_size(int64_t N, int64_t T, const Net& net, bool return_sequences) {
@@ -179,7 +206,7 @@ int64_t backward_work_size(int64_t N, int64_t T, const Net& net, bool return_seq
            + 3 * N * T * H                           // injections: top, and two to pass down
            + 2 * N * cs.state * Hp                   // dstate, dstate_prev
            + 2 * N * GH                              // one step's Δx, Δh
-           + 2 * net.L * GH * Hp                     // every layer's W, padded, and packed
+           + net.L * GH * net.H                      // every layer's W, packed
            + (cs.separate_dh ? 2 : 1) * net.L * N * T * GH   // every layer's Δx (Δh) summed
            + N * T * H + N * T * std::max(net.I, H)  // h_{s-1} and x_s packed
            + cs.state * H;                           // a zero state
@@ -196,16 +223,16 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
     const int64_t SH = Cell::state * H, CH = Cell::cache * H;
     const int64_t ld = T * CH;                  // from one record's cache to the next record's
     Real* UT = work;                            // (In, G·H) = U^T: A_x (T, G·H) = x (T, In) U^T
-    Real* WT = UT + std::max(net.I, H) * GH;    // (H, G·Hp) = W^T, zero-padded
+    Real* WT = UT + std::max(net.I, H) * GH;    // (H, cols) = W^T, zero-padded to `cols`
     Real* WT_packed = WT + H * GHp;             // WT packed for the per-step products
     Real* VT = WT_packed + H * GHp;             // (H, O) = V^T: y (rows, O) = h (rows, H) V^T + c
     Real* zero_state = VT + H * O;              // (S·H,): the state before step 1 without h0
     Real* Ax = zero_state + SH;                 // (N, T, G·H): the input projection of every step
     Real* acc = Ax + N * T * GH;                // (N, G·Hp): A_h of each record, padded
     zero_buffer(zero_state, SH);
-    // In place (forward_in_place: the RNN cell), the products accumulate in the cache over its
-    // G·H columns, and Ax and acc are not there. Otherwise A_h goes to rows padded to G·Hp.
-    const bool in_place = forward_in_place(cell_sizes(net.cell));
+    // In place (forward_in_place), the products accumulate in the cache over G·H columns, and
+    // Ax and acc are not there. Otherwise A_h goes to acc's rows, padded to G·Hp columns.
+    const bool in_place = forward_in_place<Real>(cell_sizes(net.cell), N, GH);
     const int64_t cols = in_place ? GH : GHp;   // the columns of each step's product
 
     for (int64_t l = 0; l < L; ++l) {
@@ -216,9 +243,9 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
         const int64_t ld_in = l == 0 ? In : CH;  // from one step's input to the next
         Real* cache = hidden_states + l * N * ld;
         transpose(UT, GH, p.U, In, In, GH);
-        transpose(WT, GHp, p.W, H, H, GH);
-        for (int64_t r = 0; r < H; ++r) zero_buffer(WT + r * GHp + GH, GHp - GH);
-        const PackedB<Real> w = pack_b(WT_packed, static_cast<const Real*>(WT), GHp, H, cols,
+        transpose(WT, cols, p.W, H, H, GH);
+        for (int64_t r = 0; r < H; ++r) zero_buffer(WT + r * cols + GH, cols - GH);
+        const PackedB<Real> w = pack_b(WT_packed, static_cast<const Real*>(WT), cols, H, cols,
                                        current_isa_level(), N);
         const Real* state0 = h0 ? h0 + l * SH : nullptr;   // row stride L·S·H
 
@@ -365,9 +392,8 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
     Real* dstate_prev = dstate + N * DS;      // (N, S·Hp): the same, one step earlier
     Real* dxs = dstate_prev + N * DS;         // (N, G·H): one step's Δx
     Real* dhs = dxs + N * GH;                 // (N, G·H): one step's Δh (separate_dh)
-    Real* Wp_all = dhs + N * GH;              // (L, G·H, Hp): each layer's W, zero-padded
-    Real* Wp_packed = Wp_all + L * GH * Hp;   // (L, G·H·Hp): the same, packed for the products
-    Real* Delta_x = Wp_packed + L * GH * Hp;  // (L, N, T, G·H): Δx summed over loss terms
+    Real* W_packed = dhs + N * GH;            // (L, G·H·H): each layer's W packed
+    Real* Delta_x = W_packed + L * GH * H;    // (L, N, T, G·H): Δx summed over loss terms
     // (L, N, T, G·H): Δh summed, when the cell keeps it apart from Δx (else Δx itself)
     Real* Delta_h = Cell::separate_dh ? Delta_x + L * N * T * GH : Delta_x;
     Real* Hprev = Delta_h + L * N * T * GH;   // (N·T, H): h_{s-1} packed for the products
@@ -428,20 +454,13 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
         }
     }
 
-    // each layer's padded W, packed once for the products of every step
+    // each layer's W, packed once for the products of every step (dh_prev += Δh W)
     const Isa isa = current_isa_level();
     auto packed_w = [&](int64_t l) {
-        return PackedB<Real>{Wp_all + l * GH * Hp, Hp, Wp_packed + l * GH * Hp, isa};
+        return PackedB<Real>{layer_params(params, net, l).W, H, W_packed + l * GH * H, isa};
     };
-    for (int64_t l = 0; l < L; ++l) {
-        const LayerParams<const Real> p = layer_params(params, net, l);
-        Real* Wp = Wp_all + l * GH * Hp;
-        for (int64_t r = 0; r < GH; ++r) {
-            std::copy(p.W + r * H, p.W + (r + 1) * H, Wp + r * Hp);
-            zero_buffer(Wp + r * Hp + H, Hp - H);
-        }
-        pack_b(Wp_packed + l * GH * Hp, static_cast<const Real*>(Wp), Hp, GH, Hp, isa, N);
-    }
+    for (int64_t l = 0; l < L; ++l)
+        pack_b(W_packed + l * GH * H, layer_params(params, net, l).W, H, GH, H, isa, N);
 
     // One backward sweep of layer l over steps s_hi down to s_lo, for records n0..n1: at each
     // step the injection inj[n, s] (for s in [inj_lo, inj_hi]; with `at_last_only`, only at the
@@ -502,7 +521,7 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
                 }
             }
             if (s == s_lo) break;
-            gemm_accumulate_packed(ds_prev, DS, dh, ld_step, packed_w(l), rows, Hp, GH);
+            gemm_accumulate_packed(ds_prev, DS, dh, ld_step, packed_w(l), rows, H, GH);
             if (per_row_start)          // the state before a record's window is a constant
                 for (int64_t r = 0; r < rows; ++r)
                     if (window_start(n0 + r) == s) zero_buffer(ds_prev + r * DS, DS);
