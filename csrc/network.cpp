@@ -346,10 +346,14 @@ struct StepRows {
 #define RNNKIT_ROWS_LEVEL(name, attributes)                                                      \
     template <typename Cell, typename Real>                                                    \
     attributes __attribute__((flatten)) void name##_backward_rows(const StepRows<Real>& a) {   \
-        for (int64_t r = 0; r < a.rows; ++r)                                                   \
+        for (int64_t r = 0; r < a.rows; ++r) {                                                 \
+            if (r + 1 < a.rows) /* the next record's cache row: T·C·H scalars away */          \
+                for (int64_t j = 0; j < Cell::cache * a.H; j += 64 / int64_t(sizeof(Real)))    \
+                    __builtin_prefetch(a.cache + (r + 1) * a.ld + j);                          \
             Cell::backward_row(a.dx + r * a.ld_step, a.dh + r * a.ld_step, a.ds_prev + r * a.DS, \
                                a.ds + r * a.DS, a.Hp, a.cache + r * a.ld,                      \
                                a.prev + r * a.ld_prev, a.H, a.act);                            \
+        }                                                                                      \
     }
 RNNKIT_ROWS_LEVEL(baseline, )
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
