@@ -175,28 +175,37 @@ def test_ctrl_c_during_train_step_waits_for_the_update(monkeypatch):
 
 
 # ----------------------------------------------------------------------------- threads
+def _in_threads(check, count):
+    """check(j) for j < count, each in a thread of its own, all at once; what they raised."""
+    errors = []
+
+    def run(j):
+        try:
+            check(j)
+        except BaseException as exc:                # noqa: BLE001 - returned
+            errors.append(exc)
+    threads = [threading.Thread(target=run, args=(j,)) for j in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
 def test_concurrent_predict_and_loss_from_threads_are_correct(backend):
     rng = np.random.default_rng(3)
     model = rnnkit.RNN(3, 24, 2, seed=0, backend=backend)
     inputs = [rng.normal(size=(16, 30, 3)) for _ in range(6)]
     targets = [rng.normal(size=(16, 2)) for _ in range(6)]
     expected = [(model.predict(x), model.loss(x, y)) for x, y in zip(inputs, targets)]
-    results, errors = {}, []
+    results = {}
 
     def work(j):
-        try:
-            for _ in range(5):
-                results[j] = (model.predict(inputs[j]), model.loss(inputs[j], targets[j]))
-                assert results[j][0].tobytes() == expected[j][0].tobytes()
-                assert results[j][1] == expected[j][1]
-        except BaseException as exc:                # noqa: BLE001 - reported below
-            errors.append(exc)
-    threads = [threading.Thread(target=work, args=(j,)) for j in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors and len(results) == 6
+        for _ in range(5):
+            results[j] = (model.predict(inputs[j]), model.loss(inputs[j], targets[j]))
+            assert results[j][0].tobytes() == expected[j][0].tobytes()
+            assert results[j][1] == expected[j][1]
+    assert not _in_threads(work, 6) and len(results) == 6
 
 
 def _pool_problem(seed):
@@ -226,21 +235,13 @@ def test_fits_from_several_python_threads_share_the_worker_pool_exactly(three_th
     threads meanwhile start threads of their own. Every fit equals the same fit run alone,
     and the pool still works afterwards."""
     expected = {j: _fit_bytes(j) for j in range(4)}
-    results, errors = {}, []
+    results = {}
 
     def work(j):
-        try:
-            for _ in range(3):
-                results[j] = _fit_bytes(j)
-                assert results[j] == expected[j]
-        except BaseException as exc:                # noqa: BLE001 - reported below
-            errors.append(exc)
-    threads = [threading.Thread(target=work, args=(j,)) for j in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors and results == expected
+        for _ in range(3):
+            results[j] = _fit_bytes(j)
+            assert results[j] == expected[j]
+    assert not _in_threads(work, 4) and results == expected
     assert _fit_bytes(0) == expected[0]
 
 
