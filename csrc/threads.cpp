@@ -8,7 +8,9 @@
 // regions, each as short as a few hundred microseconds). A worker spins briefly for the next
 // region before it sleeps. One region runs on the pool at a time; a call that finds the pool
 // busy (another Python thread, or a call from inside a region) starts threads of its own for
-// its chunks, which compute exactly the same. A child made by fork() starts a new pool.
+// its chunks, which compute exactly the same; one made from inside a region (a chunk that calls
+// parallel_for) runs its chunks one after another on its own thread. A child made by fork()
+// starts a new pool.
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -38,6 +40,9 @@ int initial_threads() {
 std::atomic<int> thread_count{initial_threads()};
 
 using ChunkFn = std::function<void(int64_t, int64_t)>;
+
+// True on the pool's workers, and on a caller while it runs its region's first chunk.
+thread_local bool inside_region = false;
 
 // Chunk c of `chunks` over [0, n): [n c / chunks, n (c + 1) / chunks).
 inline int64_t chunk_bound(int64_t n, int64_t chunks, int64_t c) { return n * c / chunks; }
@@ -79,11 +84,13 @@ public:
         }
         wake_.notify_all();
         std::exception_ptr error;
+        inside_region = true;
         try {
             fn(0, chunk_bound(n, chunks, 1));
         } catch (...) {
             error = std::current_exception();
         }
+        inside_region = false;
         // wait for the workers: spin first (their chunks end about when this one does)
         for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; ++spin) {
             if (spin < kSpins) {
@@ -128,6 +135,7 @@ private:
 
     // Worker `index`: runs chunk `index` of every region after region `seen` that has one.
     void work(int index, uint64_t seen) {
+        inside_region = true;
         for (;;) {
             // wait for the next region: spin, then sleep
             for (int spin = 0; generation_.load(std::memory_order_acquire) == seen; ++spin) {
@@ -206,6 +214,11 @@ void parallel_for(int64_t n, int64_t min_chunk, const ChunkFn& fn) {
         std::max<int64_t>(1, std::min<int64_t>(num_threads(), n / std::max<int64_t>(1, min_chunk)));
     if (chunks == 1) {
         fn(0, n);
+        return;
+    }
+    if (inside_region) {   // nested: the same chunks, here, in order
+        for (int64_t c = 0; c < chunks; ++c)
+            fn(chunk_bound(n, chunks, c), chunk_bound(n, chunks, c + 1));
         return;
     }
     if (!the_pool().run(n, chunks, fn)) run_on_new_threads(n, chunks, fn);
