@@ -101,7 +101,8 @@ template <typename Real>
 void transpose(Real* out, int64_t ld_out, const Real* in, int64_t ld_in, int64_t rows,
                int64_t cols) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    if (current_isa_level() == Isa::Avx512) return avx512_transpose(out, ld_out, in, ld_in, rows, cols);
+    if (current_isa_level() == Isa::Avx512)
+        return avx512_transpose(out, ld_out, in, ld_in, rows, cols);
 #endif
     baseline_transpose(out, ld_out, in, ld_in, rows, cols);
 }
@@ -194,9 +195,17 @@ bool forward_in_place(const CellSizes& cs, int64_t N, int64_t GH) {
 int64_t forward_work_size(int64_t N, int64_t T, const Net& net) {
     const CellSizes cs = cell_sizes(net.cell);
     const int64_t GH = cs.gates * net.H;
+    // A_x and acc rows for the records that are not in place: every record of a cell that
+    // never is; for the RNN cell, a batch of fewer than kTileRows records may not be, so room
+    // for kTileRows - 1 of them whatever N, that the size never shrinks as N grows (a caller
+    // sizes once for its largest batch: train_epoch's last minibatch may be smaller)
+    int64_t apart = 0;
+    if (!forward_in_place<float>(cs, kTileRows, GH))
+        apart = N;
+    else if (!forward_in_place<float>(cs, 1, GH))
+        apart = std::min(N, kTileRows - 1);
     return std::max(net.I, net.H) * GH + 2 * net.H * padded(GH) + net.H * net.O +
-           cs.state * net.H +
-           (forward_in_place<float>(cs, N, GH) ? 0 : N * T * GH + N * padded(GH));
+           cs.state * net.H + apart * (T * GH + padded(GH));
 }
 
 int64_t backward_work_size(int64_t N, int64_t T, const Net& net, bool return_sequences) {
@@ -458,13 +467,17 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
         }
     }
 
-    // each layer's W, packed once for the products of every step (dh_prev += Δh W)
+    // each layer's W, packed once for the products of every step (dh_prev += Δh W); nothing is
+    // packed when no product has a tile's rows (then they read W itself)
     const Isa isa = current_isa_level();
-    auto packed_w = [&](int64_t l) {
-        return PackedB<Real>{layer_params(params, net, l).W, H, W_packed + l * GH * H, isa};
-    };
+    bool w_packed = false;
     for (int64_t l = 0; l < L; ++l)
-        pack_b(W_packed + l * GH * H, layer_params(params, net, l).W, H, GH, H, isa, N);
+        w_packed = pack_b(W_packed + l * GH * H, layer_params(params, net, l).W, H, GH, H, isa, N)
+                       .panels != nullptr;
+    auto packed_w = [&](int64_t l) {
+        return PackedB<Real>{layer_params(params, net, l).W, H,
+                             w_packed ? W_packed + l * GH * H : nullptr, isa};
+    };
 
     // One backward sweep of layer l over steps s_hi down to s_lo, for records n0..n1: at each
     // step the injection inj[n, s] (for s in [inj_lo, inj_hi]; with `at_last_only`, only at the
