@@ -650,8 +650,12 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
                 const int64_t q0 = block * run;
                 const Real* dxb = Dx + (block * T + first_step) * GH + r0;   // (run, rows)
                 const Real* dhb = Dh + (block * T + first_step) * GH + r0;
-                gemm_accumulate_at(g.U + r0 * In, In, dxb, GH, xs + q0 * ld_xs, ld_xs, rows, In,
-                                   run);
+                if (In == 1)   // dU^T (1, rows) += x^T Δx: one row of vectors, not a column
+                    gemm_accumulate_at(g.U + r0, rows, xs + q0 * ld_xs, ld_xs, dxb, GH, 1, rows,
+                                       run);
+                else
+                    gemm_accumulate_at(g.U + r0 * In, In, dxb, GH, xs + q0 * ld_xs, ld_xs, rows,
+                                       In, run);
                 if (g.b_ih) add_column_sums(g.b_ih + r0, dxb, GH, run, rows);
                 if (g.b_hh) add_column_sums(g.b_hh + r0, dhb, GH, run, rows);
                 if (!contiguous)

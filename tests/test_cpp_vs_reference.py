@@ -237,9 +237,9 @@ def core_results(X, Y, h0, params, spec, order, bptt_truncate):
     return out, hs, last, np.array(loss), grad, losses, p, m, v
 
 
-def problem_for(H, dtype, return_sequences=True):
+def problem_for(H, dtype, return_sequences=True, I=2):
     rng = np.random.default_rng(H)
-    N, T, I, O = 9, 6, 2, 3
+    N, T, O = 9, 6, 3
     params, X, Y, h0 = make_problem(rng, N, T, I, H, O, True, return_sequences, dtype, True)
     spec = dict(hidden_size=H, output_size=O, bias=True, activation="tanh")
     return X, Y, h0, params, spec, rng.permutation(N)
@@ -249,12 +249,13 @@ def problem_for(H, dtype, return_sequences=True):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("H", [1, 3, 7, 8, 33, 70, 100])   # whole tiles, half vectors, tails
 @pytest.mark.parametrize("bptt_truncate", [None, 2])
-def test_tiled_loops_equal_plain_loops_bitwise(core_settings, isa, dtype, H, bptt_truncate):
+@pytest.mark.parametrize("I", [1, 2])   # one input: dU is summed as a row (network.cpp)
+def test_tiled_loops_equal_plain_loops_bitwise(core_settings, isa, dtype, H, bptt_truncate, I):
     """At each instruction-set level the register-tiled products round exactly like the
     plain loops, and both agree with the reference."""
     if not available(isa):
         pytest.skip(f"this CPU has no {isa}")
-    X, Y, h0, params, spec, order = problem_for(H, dtype)
+    X, Y, h0, params, spec, order = problem_for(H, dtype, I=I)
     _core._set_isa(isa)
     results = {}
     for plain in (True, False):
