@@ -474,10 +474,6 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
     for (int64_t l = 0; l < L; ++l)
         w_packed = pack_b(W_packed + l * GH * H, layer_params(params, net, l).W, H, GH, H, isa, N)
                        .panels != nullptr;
-    auto packed_w = [&](int64_t l) {
-        return PackedB<Real>{layer_params(params, net, l).W, H,
-                             w_packed ? W_packed + l * GH * H : nullptr, isa};
-    };
 
     // One backward sweep of layer l over steps s_hi down to s_lo, for records n0..n1: at each
     // step the injection inj[n, s] (for s in [inj_lo, inj_hi]; with `at_last_only`, only at the
@@ -493,6 +489,7 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
                      int64_t inj_hi, bool at_last_only, Real* dx_out) {
         const int64_t rows = n1 - n0;
         const LayerParams<const Real> p = layer_params(params, net, l);
+        const PackedB<Real> w{p.W, H, w_packed ? W_packed + l * GH * H : nullptr, isa};
         const Real* cache = hidden_states + l * N * ld;
         const Real* state0 = h0 ? h0 + l * SH : nullptr;
         Real* Dx = Delta_x + l * N * T * GH;
@@ -538,7 +535,7 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
                 }
             }
             if (s == s_lo) break;
-            gemm_accumulate_packed(ds_prev, DS, dh, ld_step, packed_w(l), rows, H, GH);
+            gemm_accumulate_packed(ds_prev, DS, dh, ld_step, w, rows, H, GH);
             if (per_row_start)          // the state before a record's window is a constant
                 for (int64_t r = 0; r < rows; ++r)
                     if (window_start(n0 + r) == s) zero_buffer(ds_prev + r * DS, DS);
