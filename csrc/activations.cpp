@@ -13,13 +13,8 @@
 // and baseline compilations (run at the level of gemm.cpp) give bitwise-identical results.
 #include <cstring>
 
+#include "levels.h"
 #include "rnnkit.h"
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define RNNKIT_X86 1
-#else
-#define RNNKIT_X86 0
-#endif
 
 namespace rnnkit {
 
@@ -202,24 +197,12 @@ RNNKIT_ACTIVATION_LEVEL(avx512, __attribute__((target("avx512f"))))
 
 template <typename Real>
 void tanh_inplace(Real* x, int64_t n) {
-    switch (current_isa_level()) {
-#if RNNKIT_X86
-        case Isa::Avx512: return avx512_tanh(x, n);
-        case Isa::Avx2: return avx2_tanh(x, n);
-#endif
-        default: return baseline_tanh(x, n);
-    }
+    RNNKIT_AT_LEVEL(tanh, x, n)
 }
 
 template <typename Real>
 void sigmoid_inplace(Real* x, int64_t n) {
-    switch (current_isa_level()) {
-#if RNNKIT_X86
-        case Isa::Avx512: return avx512_sigmoid(x, n);
-        case Isa::Avx2: return avx2_sigmoid(x, n);
-#endif
-        default: return baseline_sigmoid(x, n);
-    }
+    RNNKIT_AT_LEVEL(sigmoid, x, n)
 }
 
 }  // namespace

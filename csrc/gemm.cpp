@@ -15,14 +15,12 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "levels.h"
 #include "rnnkit.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define RNNKIT_X86 1
+#if RNNKIT_X86
 #define RNNKIT_TARGET_AVX512 __attribute__((target("avx512f,fma")))
 #define RNNKIT_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#else
-#define RNNKIT_X86 0
 #endif
 
 #define RNNKIT_INLINE __attribute__((always_inline)) inline

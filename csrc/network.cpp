@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cells.h"
+#include "levels.h"
 #include "rnnkit.h"
 
 namespace rnnkit {
@@ -92,7 +93,7 @@ std::pair<Real*, Real*> output_params(Real* flat, const Net& net) {
             }                                                                                  \
     }
 RNNKIT_TRANSPOSE_LEVEL(baseline, )
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if RNNKIT_X86
 RNNKIT_TRANSPOSE_LEVEL(avx512, __attribute__((target("avx512f"))))
 #endif
 #undef RNNKIT_TRANSPOSE_LEVEL
@@ -100,7 +101,7 @@ RNNKIT_TRANSPOSE_LEVEL(avx512, __attribute__((target("avx512f"))))
 template <typename Real>
 void transpose(Real* out, int64_t ld_out, const Real* in, int64_t ld_in, int64_t rows,
                int64_t cols) {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if RNNKIT_X86
     if (current_isa_level() == Isa::Avx512)
         return avx512_transpose(out, ld_out, in, ld_in, rows, cols);
 #endif
@@ -365,22 +366,15 @@ struct StepRows {
         }                                                                                      \
     }
 RNNKIT_ROWS_LEVEL(baseline, )
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if RNNKIT_X86
 RNNKIT_ROWS_LEVEL(avx2, __attribute__((target("avx2"))))
 RNNKIT_ROWS_LEVEL(avx512, __attribute__((target("avx512f"))))
-#define RNNKIT_ROWS_X86 1
 #endif
 #undef RNNKIT_ROWS_LEVEL
 
 template <typename Cell, typename Real>
 void backward_rows(const StepRows<Real>& a) {
-    switch (current_isa_level()) {
-#ifdef RNNKIT_ROWS_X86
-        case Isa::Avx512: return avx512_backward_rows<Cell>(a);
-        case Isa::Avx2: return avx2_backward_rows<Cell>(a);
-#endif
-        default: return baseline_backward_rows<Cell>(a);
-    }
+    RNNKIT_AT_LEVEL(backward_rows<Cell>, a)
 }
 
 template <typename Cell, typename Real>

@@ -9,13 +9,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "levels.h"
 #include "rnnkit.h"
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define RNNKIT_X86 1
-#else
-#define RNNKIT_X86 0
-#endif
 
 namespace rnnkit {
 
@@ -119,18 +114,6 @@ RNNKIT_OPTIM_LEVEL(baseline, )
 #if RNNKIT_X86
 RNNKIT_OPTIM_LEVEL(avx2, __attribute__((target("avx2"))))
 RNNKIT_OPTIM_LEVEL(avx512, __attribute__((target("avx512f"))))
-#endif
-
-// Calls the level's compilation of `loop` with the arguments that follow.
-#if RNNKIT_X86
-#define RNNKIT_AT_LEVEL(loop, ...)                                           \
-    switch (current_isa_level()) {                                           \
-        case Isa::Avx512: return avx512_##loop(__VA_ARGS__);                 \
-        case Isa::Avx2: return avx2_##loop(__VA_ARGS__);                     \
-        default: return baseline_##loop(__VA_ARGS__);                        \
-    }
-#else
-#define RNNKIT_AT_LEVEL(loop, ...) return baseline_##loop(__VA_ARGS__);
 #endif
 
 }  // namespace
