@@ -331,8 +331,9 @@ def test_train_epoch_callback_can_stop_and_its_exception_is_returned(backend):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_activations_are_accurate_and_equal_at_every_level(core_settings, activation, dtype):
     """The vectorized tanh and sigmoid: within 3 units in the last place of the correctly
-    rounded value in float64 and 2 in float32 (computed in single precision, 16 lanes), no
-    overflow for |a| up to 1e4 and beyond, and the same bits at every instruction-set level."""
+    rounded value in float64 and 2 in float32 (computed in single precision, 16 lanes) at every
+    instruction-set level, no overflow for |a| up to 1e4 and beyond, and the same bits at the
+    two levels that fuse multiply-adds (AVX2 and AVX-512)."""
     rng = np.random.default_rng(21)
     a = np.concatenate([rng.normal(size=4000) * s for s in (1e-9, 1e-3, 0.3, 0.6, 1, 4, 30, 500)]
                        + [np.array([0.0, -0.0, 0.625, -0.625, 1e4, -1e4, 709.0, -709.0, 744.0,
@@ -345,9 +346,8 @@ def test_activations_are_accurate_and_equal_at_every_level(core_settings, activa
             _core._set_isa(isa)
             outs[isa] = _core.forward(a.reshape(-1, 1, 1), None, params, 1, 1, False,
                                       activation, False)[1].ravel()
-    got = outs.pop("baseline")
-    for other in outs.values():
-        assert np.array_equal(got, other)
+    if "avx2" in outs and "avx512" in outs:
+        assert np.array_equal(outs["avx2"], outs["avx512"])
     x = a.astype(np.float64)
     if activation == "tanh":
         want = np.tanh(x)
@@ -355,9 +355,10 @@ def test_activations_are_accurate_and_equal_at_every_level(core_settings, activa
         e = np.exp(-np.abs(x))
         want = np.where(x >= 0, 1 / (1 + e), e / (1 + e))
     want = want.astype(dtype)
-    ulps = np.abs(got.astype(np.float64) - want) / np.spacing(np.abs(want)).astype(np.float64)
-    assert np.all(np.isfinite(got))
-    assert np.max(ulps) <= (3 if dtype == np.float64 else 2)
+    for got in outs.values():
+        ulps = np.abs(got.astype(np.float64) - want) / np.spacing(np.abs(want)).astype(np.float64)
+        assert np.all(np.isfinite(got))
+        assert np.max(ulps) <= (3 if dtype == np.float64 else 2)
 
 
 def test_set_num_threads_public_api(core_settings):
