@@ -148,6 +148,12 @@ template <typename Real, int VB, int NV>
 struct Blocking {
     static constexpr int64_t panel = NV * (VB / int64_t(sizeof(Real)));
     static constexpr int64_t KC = (24 * 1024) / (NV * VB);
+    // the rows of the k-block that starts at k0: KC, except that a last block of fewer than
+    // KC/4 rows joins the one before (K = 100 in float64 is one block of 100, not 96 + 4)
+    static int64_t rows_at(int64_t K, int64_t k0) {
+        const int64_t left = K - k0;
+        return left - KC < KC / 4 ? left : KC;
+    }
 };
 
 // Copies B's block (k0.., j0..) of kc rows and nc columns to `packed` (kc, nc), contiguous, so
@@ -177,8 +183,8 @@ RNNKIT_INLINE void pack_block(Real* packed, const Real* B, int64_t ldb, int64_t 
 template <typename Real, int VB, int NV>
 RNNKIT_INLINE void pack_panels(Real* panels, const Real* B, int64_t ldb, int64_t K, int64_t N) {
     using Bk = Blocking<Real, VB, NV>;
-    for (int64_t k0 = 0; k0 < K; k0 += Bk::KC) {
-        const int64_t kc = std::min(K - k0, Bk::KC);
+    for (int64_t k0 = 0, kc; k0 < K; k0 += kc) {
+        kc = Bk::rows_at(K, k0);
         for (int64_t j0 = 0; j0 < N; j0 += Bk::panel)
             pack_block<Real, VB>(panels + k0 * N + kc * j0, B + k0 * ldb + j0, ldb, kc,
                                  std::min(N - j0, Bk::panel));
@@ -201,9 +207,9 @@ RNNKIT_INLINE void gemm_tiled(Real* C, int64_t ldc, const Real* A, int64_t sm, i
             gemm_rows<Fma, Real, VB, 1, 4 * NV>(C + m * ldc, ldc, A + m * sm, sm, sk, B, ldb, N, K);
         return;
     }
-    alignas(64) Real local[Bk::KC * Bk::panel];
-    for (int64_t k0 = 0; k0 < K; k0 += Bk::KC) {
-        const int64_t kc = std::min(K - k0, Bk::KC);
+    alignas(64) Real local[(Bk::KC + Bk::KC / 4) * Bk::panel];
+    for (int64_t k0 = 0, kc; k0 < K; k0 += kc) {
+        kc = Bk::rows_at(K, k0);
         for (int64_t j0 = 0; j0 < N; j0 += Bk::panel) {
             const int64_t nc = std::min(N - j0, Bk::panel);
             const Real* packed = panels ? panels + k0 * N + kc * j0 : local;
