@@ -262,17 +262,29 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
         // Records are independent: each thread runs its own rows through every step.
         parallel_for(N, min_rows_per_thread(T, GH * (H + In)), [&](int64_t n0, int64_t n1) {
             const int64_t rows = n1 - n0;
-            // A_x = U x_t + b_ih for every step at once; in place, into the cache itself
-            Real* const ax_all = in_place ? cache : Ax;    // (N, T, G·H) either way
-            for (int64_t n = n0; n < n1; ++n) {
-                Real* ax = ax_all + n * T * GH;
-                fill_rows(ax, GH, p.b_ih, T, GH);
-                gemm_accumulate(ax, GH, input + n * T * ld_in, ld_in, UT, GH, T, GH, In);
-            }
+            // A_x = U x_t + b_ih, (N, T, G·H); in place, in the cache itself. Step by step for
+            // all the rows when they fill a tile or the input is one value: the rows are then
+            // still in cache for the step's product, and the cache of a large batch is not
+            // written and read twice more from memory. Otherwise for all the steps of a record
+            // at once: one product of T rows rather than T that would each stream U.
+            Real* const ax_all = in_place ? cache : Ax;
+            const bool ax_by_step = rows >= kTileRows || In == 1;
+            if (!ax_by_step)
+                for (int64_t n = n0; n < n1; ++n) {
+                    Real* ax = ax_all + n * T * GH;
+                    fill_rows(ax, GH, p.b_ih, T, GH);
+                    gemm_accumulate(ax, GH, input + n * T * ld_in, ld_in, UT, GH, T, GH, In);
+                }
             Real* acc_r = in_place ? cache + n0 * ld : acc + n0 * GHp;   // a_t's rows
             const int64_t ld_acc = in_place ? ld : GHp;
             if (!in_place) fill_rows(acc_r, GHp, static_cast<const Real*>(nullptr), rows, GHp);
             for (int64_t t = 0; t < T; ++t) {
+                if (ax_by_step) {   // A_x of this step's rows, one product for them all
+                    Real* ax_t = ax_all + (n0 * T + t) * GH;
+                    fill_rows(ax_t, T * GH, p.b_ih, rows, GH);
+                    gemm_accumulate(ax_t, T * GH, input + (n0 * T + t) * ld_in, T * ld_in, UT,
+                                    GH, rows, GH, In);
+                }
                 // A_h = W h_{t-1} + b_hh (plus A_x when the cell only needs the sum)
                 for (int64_t n = n0; n < n1; ++n) {
                     Real* a = acc_r + (n - n0) * ld_acc + (in_place ? t * CH : 0);
