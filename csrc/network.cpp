@@ -269,6 +269,9 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
             // at once: one product of T rows rather than T that would each stream U.
             Real* const ax_all = in_place ? cache : Ax;
             const bool ax_by_step = rows >= kTileRows || In == 1;
+            // step by step, a cell that needs only A_x + A_h gets A_x in its a_t rows
+            // themselves (in place, the cache; else acc's), where A_h is then added: no copy
+            const bool ax_in_acc = ax_by_step && Cell::sums_projections;
             if (!ax_by_step)
                 for (int64_t n = n0; n < n1; ++n) {
                     Real* ax = ax_all + n * T * GH;
@@ -280,9 +283,11 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
             if (!in_place) fill_rows(acc_r, GHp, static_cast<const Real*>(nullptr), rows, GHp);
             for (int64_t t = 0; t < T; ++t) {
                 if (ax_by_step) {   // A_x of this step's rows, one product for them all
-                    Real* ax_t = ax_all + (n0 * T + t) * GH;
-                    fill_rows(ax_t, T * GH, p.b_ih, rows, GH);
-                    gemm_accumulate(ax_t, T * GH, input + (n0 * T + t) * ld_in, T * ld_in, UT,
+                    Real* ax_t = ax_in_acc ? acc_r + (in_place ? t * CH : 0)
+                                           : ax_all + (n0 * T + t) * GH;
+                    const int64_t ld_ax = ax_in_acc ? ld_acc : T * GH;
+                    fill_rows(ax_t, ld_ax, p.b_ih, rows, GH);
+                    gemm_accumulate(ax_t, ld_ax, input + (n0 * T + t) * ld_in, T * ld_in, UT,
                                     GH, rows, GH, In);
                 }
                 // A_h = W h_{t-1} + b_hh (plus A_x when the cell only needs the sum)
@@ -293,7 +298,7 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
                         fill_rows(a, GH, p.b_hh, 1, GH);          // A_h starts at b_hh (or 0)
                         continue;
                     }
-                    if (!in_place) std::copy(ax, ax + GH, a);
+                    if (!in_place && !ax_in_acc) std::copy(ax, ax + GH, a);
                     if (p.b_hh)
                         for (int64_t j = 0; j < GH; ++j) a[j] += p.b_hh[j];
                 }
