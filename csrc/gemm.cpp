@@ -142,8 +142,9 @@ RNNKIT_INLINE void gemm_rows_left(Real* C, int64_t ldc, const Real* A, int64_t s
     }
 }
 
-// The tiled product's blocking: KC rows of B by one panel of NV vectors of columns (24 KiB) at
-// a time, used by every row tile before the next.
+// The tiled product's blocking: KC rows of B by one panel of NV vectors of columns (24 KiB, up
+// to 30 KiB for a last block joined to the one before) at a time, used by every row tile
+// before the next.
 template <typename Real, int VB, int NV>
 struct Blocking {
     static constexpr int64_t panel = NV * (VB / int64_t(sizeof(Real)));

@@ -2,8 +2,9 @@
 // docs/architecture.md for the math). Cell-agnostic: every product, the layers, the output
 // layer, the loss, lengths and truncation are here; the cells (cells.h) do one row of one step.
 //
-// The products run through gemm_accumulate (gemm.cpp), batched where the recurrence allows: the
-// input projection of every step at once, then one product per step for all records; the
+// The products run through gemm_accumulate (gemm.cpp), batched where the recurrence allows: one
+// product per step for all records (the input projection, then the recurrent product; the
+// input projection of a record's every step at once when too few records share a thread); the
 // weight gradients as one product over every (record, step) pair once the deltas are known.
 // Records are split across threads in the forward pass and the backward sweeps, rows of the
 // weight gradients in their accumulation, so that every output element is computed on one
