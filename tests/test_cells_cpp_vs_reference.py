@@ -452,6 +452,15 @@ def test_results_do_not_depend_on_the_thread_count(core_settings, cell, dtype,
 
 
 
+def seven_records(tag, cell, dtype, hidden, order_seed):
+    """A two-layer problem of 7 records of lengths 1 to 6, with h0, biases and outputs at every
+    step, and a shuffled order: (params, X, Y, h0, lengths, order, spec)."""
+    params, X, Y, h0 = make_problem(tag, cell, 2, True, True, dtype, True, n=7, hidden=hidden)
+    lengths = np.array([6, 1, 3, 6, 5, 2, 4], dtype=np.int64)
+    order = np.random.default_rng(order_seed).permutation(7)
+    return params, X, Y, h0, lengths, order, spec(cell, 2, hidden=hidden)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("cell", CELLS)
 def test_avx2_and_avx512_give_the_same_bits(core_settings, cell, dtype):
@@ -459,12 +468,8 @@ def test_avx2_and_avx512_give_the_same_bits(core_settings, cell, dtype):
     round every operation alike: forward, backward and a training epoch are bit-equal."""
     if not available("avx512"):
         pytest.skip("this CPU has no avx512")
-    L, k, hidden = 2, 2, 19
-    params, X, Y, h0 = make_problem(("levels", cell), cell, L, True, True, dtype, True,
-                                    n=7, hidden=hidden)
-    lengths = np.array([6, 1, 3, 6, 5, 2, 4], dtype=np.int64)
-    order = np.random.default_rng(3).permutation(7)
-    sp = spec(cell, L, hidden=hidden)
+    k = 2
+    params, X, Y, h0, lengths, order, sp = seven_records(("levels", cell), cell, dtype, 19, 3)
     results = {}
     for isa in ("avx2", "avx512"):
         _core._set_isa(isa)
@@ -482,12 +487,9 @@ def test_tiled_equal_plain_bitwise_at_each_isa(core_settings, isa, cell, dtype, 
     and both agree with the reference."""
     if not available(isa):
         pytest.skip(f"this CPU has no {isa}")
-    L, k = 2, 2
-    params, X, Y, h0 = make_problem(("isa", cell, hidden), cell, L, True, True, dtype, True,
-                                    n=7, hidden=hidden)
-    lengths = np.array([6, 1, 3, 6, 5, 2, 4], dtype=np.int64)
-    order = np.random.default_rng(2).permutation(7)
-    sp = spec(cell, L, hidden=hidden)
+    k = 2
+    params, X, Y, h0, lengths, order, sp = seven_records(("isa", cell, hidden), cell, dtype,
+                                                         hidden, 2)
     _core._set_isa(isa)
     results = {}
     for plain in (True, False):
