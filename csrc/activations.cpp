@@ -12,8 +12,8 @@
 // values (the tests check it against NumPy at every level). Like gemm.cpp, this file is compiled
 // with -ffp-contract=fast: its AVX-512 and AVX2 compilations fuse each multiply-add into one
 // instruction (one rounding) and give the same bits as each other; the baseline compilation
-// multiplies then adds. Fusing makes them 1.4-1.75x faster than separate operations (measured
-// on the benchmark machine), and results stay bitwise reproducible for a given level.
+// multiplies then adds. Fusing is faster than separate operations (most of the work is
+// polynomial steps), and results stay bitwise reproducible for a given level.
 #include <cstring>
 
 #include "levels.h"
