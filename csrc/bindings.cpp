@@ -306,10 +306,13 @@ std::string fma_peak_isa() {
 
 // --------------------------------------------------------------------------- functions
 
-py::tuple forward(const py::object& X_, const py::object& h0_, const py::object& params_,
-                  int64_t hidden_size, int64_t output_size, bool bias,
-                  const std::string& activation, bool return_sequences, const std::string& cell,
-                  int64_t num_layers, const py::object& lengths_) {
+// forward (keep_states: every hidden state, returned) and predict (not returned; one layer,
+// many-to-one keeps two steps of them in scratch), on the same checks.
+py::tuple run_forward(const py::object& X_, const py::object& h0_, const py::object& params_,
+                      int64_t hidden_size, int64_t output_size, bool bias,
+                      const std::string& activation, bool return_sequences,
+                      const std::string& cell, int64_t num_layers, const py::object& lengths_,
+                      bool keep_states) {
     return dispatch(params_, [&](auto zero) -> py::tuple {
         using Real = decltype(zero);
         auto X = input_array<Real>(X_, "X", {-1, -1, -1});
@@ -319,11 +322,16 @@ py::tuple forward(const py::object& X_, const py::object& h0_, const py::object&
         std::optional<CArray<Real>> h0;
         if (!h0_.is_none()) h0 = input_array<Real>(h0_, "h0", {s.N, s.state});
         auto lengths = lengths_array(lengths_, s);
-        auto hidden_states = output_array<Real>("hidden_states", cache_shape(s));
+        std::optional<py::array_t<Real>> hidden_states;
+        if (keep_states) hidden_states = output_array<Real>("hidden_states", cache_shape(s));
         auto outputs = output_array<Real>("outputs", y_shape<Real>(s, return_sequences));
         auto final_state = output_array<Real>("final_state", {s.N, s.state});
-        auto work = scratch<Real>(rnnkit::forward_work_size(s.N, s.T, s.net), "forward");
-        Real* hs = hidden_states.mutable_data();
+        auto work = keep_states
+                        ? scratch<Real>(rnnkit::forward_work_size(s.N, s.T, s.net), "forward")
+                        : scratch<Real>(rnnkit::predict_work_size(s.N, s.T, s.net,
+                                                                  return_sequences),
+                                        "predict");
+        Real* hs = keep_states ? hidden_states->mutable_data() : nullptr;
         Real* ys = outputs.mutable_data();
         Real* hT = final_state.mutable_data();
         const Real* x = X.data();
@@ -334,11 +342,32 @@ py::tuple forward(const py::object& X_, const py::object& h0_, const py::object&
             // Safe without the GIL: every array above is owned by this frame, converted and
             // checked; the kernel touches no Python object.
             py::gil_scoped_release release;
-            rnnkit::network_forward(hs, ys, hT, x, h0p, p, len, s.N, s.T, s.net,
-                                    return_sequences, work.data());
+            if (keep_states)
+                rnnkit::network_forward(hs, ys, hT, x, h0p, p, len, s.N, s.T, s.net,
+                                        return_sequences, work.data());
+            else
+                rnnkit::network_predict(ys, hT, x, h0p, p, len, s.N, s.T, s.net,
+                                        return_sequences, work.data());
         }
-        return py::make_tuple(outputs, hidden_states, final_state);
+        if (keep_states) return py::make_tuple(outputs, *hidden_states, final_state);
+        return py::make_tuple(outputs, final_state);
     });
+}
+
+py::tuple forward(const py::object& X_, const py::object& h0_, const py::object& params_,
+                  int64_t hidden_size, int64_t output_size, bool bias,
+                  const std::string& activation, bool return_sequences, const std::string& cell,
+                  int64_t num_layers, const py::object& lengths_) {
+    return run_forward(X_, h0_, params_, hidden_size, output_size, bias, activation,
+                       return_sequences, cell, num_layers, lengths_, true);
+}
+
+py::tuple predict(const py::object& X_, const py::object& h0_, const py::object& params_,
+                  int64_t hidden_size, int64_t output_size, bool bias,
+                  const std::string& activation, bool return_sequences, const std::string& cell,
+                  int64_t num_layers, const py::object& lengths_) {
+    return run_forward(X_, h0_, params_, hidden_size, output_size, bias, activation,
+                       return_sequences, cell, num_layers, lengths_, false);
 }
 
 py::tuple backward(const py::object& X_, const py::object& Y_, const py::object& h0_,
@@ -668,6 +697,12 @@ PYBIND11_MODULE(_core, m) {
           py::arg("return_sequences"), py::arg("cell") = "rnn", py::arg("num_layers") = 1,
           py::arg("lengths") = py::none(),
           "Run the recurrence; returns (outputs, hidden_states, final_state).");
+    m.def("predict", &predict, py::arg("X"), py::arg("h0"), py::arg("params"),
+          py::arg("hidden_size"), py::arg("output_size"), py::arg("bias"), py::arg("activation"),
+          py::arg("return_sequences"), py::arg("cell") = "rnn", py::arg("num_layers") = 1,
+          py::arg("lengths") = py::none(),
+          "forward's outputs and final_state, without the hidden states (a one-layer "
+          "many-to-one network keeps two steps of them): returns (outputs, final_state).");
     m.def("backward", &backward, py::arg("X"), py::arg("Y"), py::arg("h0"), py::arg("params"),
           py::arg("hidden_states"), py::arg("outputs"), py::arg("hidden_size"),
           py::arg("output_size"), py::arg("bias"), py::arg("activation"),

@@ -225,14 +225,17 @@ int64_t backward_work_size(int64_t N, int64_t T, const Net& net, bool return_seq
 
 namespace {
 
+// `kept` is the number of steps of each record's cache that hidden_states holds: T, or (one
+// layer, many-to-one: forward_kept_steps) 2, step t then in slot t % 2 over step t - 2's.
 template <typename Cell, typename Real>
 void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const Real* X,
                   const Real* h0, const Real* params, const int64_t* lengths, int64_t N,
-                  int64_t T, const Net& net, bool return_sequences, Real* work) {
+                  int64_t T, const Net& net, bool return_sequences, int64_t kept, Real* work) {
     const int64_t H = net.H, O = net.O, L = net.L;
     const int64_t GH = Cell::gates * H, GHp = padded<Real>(GH);
     const int64_t SH = Cell::state * H, CH = Cell::cache * H;
-    const int64_t ld = T * CH;                  // from one record's cache to the next record's
+    const int64_t ld = kept * CH;               // from one record's cache to the next record's
+    const auto slot = [&](int64_t t) { return (t % kept) * CH; };   // step t in a record's cache
     Real* UT = work;                            // (In, G·H) = U^T: A_x (T, G·H) = x (T, In) U^T
     Real* WT = UT + std::max(net.I, H) * GH;    // (H, cols) = W^T, zero-padded to `cols`
     Real* WT_packed = WT + H * GHp;             // WT packed for the per-step products
@@ -269,7 +272,7 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
             // written and read twice more from memory. Otherwise for all the steps of a record
             // at once: one product of T rows rather than T that would each stream U.
             Real* const ax_all = in_place ? cache : Ax;
-            const bool ax_by_step = rows >= kTileRows || In == 1;
+            const bool ax_by_step = rows >= kTileRows || In == 1 || kept < T;
             // step by step, a cell that needs only A_x + A_h gets A_x in its a_t rows
             // themselves (in place, the cache; else acc's), where A_h is then added: no copy
             const bool ax_in_acc = ax_by_step && Cell::sums_projections;
@@ -284,7 +287,7 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
             if (!in_place) fill_rows(acc_r, GHp, static_cast<const Real*>(nullptr), rows, GHp);
             for (int64_t t = 0; t < T; ++t) {
                 if (ax_by_step) {   // A_x of this step's rows, one product for them all
-                    Real* ax_t = ax_in_acc ? acc_r + (in_place ? t * CH : 0)
+                    Real* ax_t = ax_in_acc ? acc_r + (in_place ? slot(t) : 0)
                                            : ax_all + (n0 * T + t) * GH;
                     const int64_t ld_ax = ax_in_acc ? ld_acc : T * GH;
                     fill_rows(ax_t, ld_ax, p.b_ih, rows, GH);
@@ -293,7 +296,7 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
                 }
                 // A_h = W h_{t-1} + b_hh (plus A_x when the cell only needs the sum)
                 for (int64_t n = n0; n < n1; ++n) {
-                    Real* a = acc_r + (n - n0) * ld_acc + (in_place ? t * CH : 0);
+                    Real* a = acc_r + (n - n0) * ld_acc + (in_place ? slot(t) : 0);
                     const Real* ax = ax_all + (n * T + t) * GH;
                     if (!in_place && !Cell::sums_projections) {
                         fill_rows(a, GH, p.b_hh, 1, GH);          // A_h starts at b_hh (or 0)
@@ -303,22 +306,24 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
                     if (p.b_hh)
                         for (int64_t j = 0; j < GH; ++j) a[j] += p.b_hh[j];
                 }
-                const Real* h_prev = t > 0 ? cache + n0 * ld + (t - 1) * CH
+                const Real* h_prev = t > 0 ? cache + n0 * ld + slot(t - 1)
                                            : (state0 ? state0 + n0 * L * SH : nullptr);
                 const int64_t ld_prev = t > 0 ? ld : L * SH;
                 if (h_prev)
-                    gemm_accumulate_packed(acc_r + (in_place ? t * CH : 0), ld_acc, h_prev,
+                    gemm_accumulate_packed(acc_r + (in_place ? slot(t) : 0), ld_acc, h_prev,
                                            ld_prev, w, rows, cols, H);
                 for (int64_t n = n0; n < n1; ++n) {
-                    Real* c = cache + n * ld + t * CH;
+                    Real* c = cache + n * ld + slot(t);
                     if (t >= length_of(lengths, n, T)) {   // padding: the state stays
-                        std::copy(c - CH, c, c);
+                        const Real* c_prev = cache + n * ld + slot(t - 1);
+                        std::copy(c_prev, c_prev + CH, c);
                         continue;
                     }
                     const Real* state_prev =
                         h_prev ? h_prev + (n - n0) * ld_prev : zero_state;
                     Real* a = in_place ? c : acc + n * GHp;
-                    Cell::forward_row(c, ax_all + (n * T + t) * GH, a, state_prev, H, net.act);
+                    Cell::forward_row(c, in_place ? c : Ax + (n * T + t) * GH, a, state_prev, H,
+                                      net.act);
                 }
             }
         });
@@ -340,13 +345,13 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
         } else {
             Real* y = outputs + n0 * O;
             fill_rows(y, O, c, n1 - n0, O);
-            gemm_accumulate(y, O, top + n0 * ld + (T - 1) * CH, ld, VT, O, n1 - n0, O, H);
+            gemm_accumulate(y, O, top + n0 * ld + slot(T - 1), ld, VT, O, n1 - n0, O, H);
         }
     });
     if (final_state)
         for (int64_t n = 0; n < N; ++n)
             for (int64_t l = 0; l < L; ++l) {
-                const Real* s = hidden_states + l * N * ld + n * ld + (T - 1) * CH;
+                const Real* s = hidden_states + l * N * ld + n * ld + slot(T - 1);
                 std::copy(s, s + SH, final_state + (n * L + l) * SH);
             }
 }
@@ -688,20 +693,50 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
     return sum_sq / double(count);
 }
 
+// network_forward with `kept` steps of each record's cache (forward_cell).
+template <typename Real>
+void forward_kept(Real* hidden_states, Real* outputs, Real* final_state, const Real* X,
+                  const Real* h0, const Real* params, const int64_t* lengths, int64_t N,
+                  int64_t T, const Net& net, bool return_sequences, int64_t kept, Real* work) {
+    switch (net.cell) {
+#define RNNKIT_FORWARD(Enum, Struct, name)                                                    \
+    case Cell::Enum:                                                                          \
+        return forward_cell<Struct>(hidden_states, outputs, final_state, X, h0, params,       \
+                                    lengths, N, T, net, return_sequences, kept, work);
+        RNNKIT_CELLS(RNNKIT_FORWARD)
+#undef RNNKIT_FORWARD
+    }
+}
+
 }  // namespace
+
+int64_t forward_kept_steps(int64_t T, const Net& net, bool return_sequences) {
+    // every step of every layer when a layer above or the outputs read them; else the step
+    // being computed and the one it reads
+    return net.L == 1 && !return_sequences ? std::min<int64_t>(T, 2) : T;
+}
+
+int64_t predict_work_size(int64_t N, int64_t T, const Net& net, bool return_sequences) {
+    return net.L * N * forward_kept_steps(T, net, return_sequences) * cell_sizes(net.cell).cache *
+               net.H + forward_work_size(N, T, net);
+}
 
 template <typename Real>
 void network_forward(Real* hidden_states, Real* outputs, Real* final_state, const Real* X,
                      const Real* h0, const Real* params, const int64_t* lengths, int64_t N,
                      int64_t T, const Net& net, bool return_sequences, Real* work) {
-    switch (net.cell) {
-#define RNNKIT_FORWARD(Enum, Struct, name)                                                    \
-    case Cell::Enum:                                                                          \
-        return forward_cell<Struct>(hidden_states, outputs, final_state, X, h0, params,       \
-                                    lengths, N, T, net, return_sequences, work);
-        RNNKIT_CELLS(RNNKIT_FORWARD)
-#undef RNNKIT_FORWARD
-    }
+    forward_kept(hidden_states, outputs, final_state, X, h0, params, lengths, N, T, net,
+                 return_sequences, T, work);
+}
+
+template <typename Real>
+void network_predict(Real* outputs, Real* final_state, const Real* X, const Real* h0,
+                     const Real* params, const int64_t* lengths, int64_t N, int64_t T,
+                     const Net& net, bool return_sequences, Real* work) {
+    const int64_t kept = forward_kept_steps(T, net, return_sequences);
+    Real* caches = work;
+    forward_kept(caches, outputs, final_state, X, h0, params, lengths, N, T, net,
+                 return_sequences, kept, work + net.L * N * kept * cell_sizes(net.cell).cache * net.H);
 }
 
 template <typename Real>
@@ -723,6 +758,8 @@ double network_backward(Real* grad, const Real* X, const Real* Y, const Real* h0
 #define RNNKIT_INSTANTIATE(Real)                                                              \
     template void zero_buffer(Real*, int64_t);                                                 \
     template void network_forward(Real*, Real*, Real*, const Real*, const Real*, const Real*,  \
+                                  const int64_t*, int64_t, int64_t, const Net&, bool, Real*);  \
+    template void network_predict(Real*, Real*, const Real*, const Real*, const Real*,          \
                                   const int64_t*, int64_t, int64_t, const Net&, bool, Real*);  \
     template double network_backward(Real*, const Real*, const Real*, const Real*,             \
                                      const Real*, const Real*, const Real*, const int64_t*,    \

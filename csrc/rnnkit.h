@@ -130,6 +130,19 @@ void network_forward(Real* hidden_states,   // (L, N, T, C·H) out: every layer'
                      int64_t N, int64_t T, const Net& net, bool return_sequences,
                      Real* work);           // forward_work_size(N, T, net)
 
+// network_forward for a caller that needs only the outputs and the final state (prediction,
+// evaluation): with one layer, many-to-one, it keeps two steps of each record's cache rather
+// than T (forward_kept_steps), so that a large batch's states stay in cache and no (N, T, C·H)
+// buffer is written. The same operations in the same order: the same bits as network_forward.
+int64_t forward_kept_steps(int64_t T, const Net& net, bool return_sequences);
+int64_t predict_work_size(int64_t N, int64_t T, const Net& net, bool return_sequences);
+template <typename Real>
+void network_predict(Real* outputs,         // as network_forward's
+                     Real* final_state,     // (N, L·S·H) out, or null
+                     const Real* X, const Real* h0, const Real* params, const int64_t* lengths,
+                     int64_t N, int64_t T, const Net& net, bool return_sequences,
+                     Real* work);           // predict_work_size(N, T, net, return_sequences)
+
 // Truncated BPTT of L = mean((y - Y)^2) over the valid targets, from a forward pass's results.
 // Adds dL/dparams into grad (clear it first with zero_buffer) and returns L.
 template <typename Real>

@@ -450,6 +450,38 @@ def test_results_do_not_depend_on_the_thread_count(core_settings, cell, dtype,
             np.testing.assert_array_equal(a, b)
 
 
+# predict keeps two steps of each record's cache when one layer feeds a many-to-one output
+# (step t in slot t % 2), and all T otherwise; records split across threads, chunks smaller
+# than a tile and an input of several values (the input projection then goes step by step)
+@pytest.mark.parametrize("plain", [False, True], ids=["tiled", "plain"])
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("lengths", ["none", "mixed"])
+@pytest.mark.parametrize("return_sequences", [False, True], ids=["m2one", "m2many"])
+@pytest.mark.parametrize("L", [1, 2], ids=lambda L: f"L{L}")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_predict_equals_forward_bitwise(core_settings, cell, dtype, L, return_sequences,
+                                        lengths, threads, plain):
+    """predict gives forward's outputs and final state bit for bit, in both backends."""
+    params, X, _, h0 = make_problem(("predict", cell, L, return_sequences), cell, L, True,
+                                    return_sequences, dtype, True, **BIG)
+    lens = None
+    if lengths == "mixed":
+        lens = np.random.default_rng(4).integers(1, BIG["t"] + 1, size=BIG["n"])
+        lens[:3] = [1, BIG["t"], 2]
+    sp = spec(cell, L, hidden=BIG["hidden"], out=BIG["out"])
+    rnnkit.set_num_threads(threads)
+    _core._set_plain_loops(plain)
+    for backend in (_core, ref):
+        for h in (h0, None):
+            out, _, last = backend.forward(X, h, params, **sp,
+                                           return_sequences=return_sequences, lengths=lens)
+            got = backend.predict(X, h, params, **sp, return_sequences=return_sequences,
+                                  lengths=lens)
+            assert len(got) == 2
+            for a, b in zip(got, (out, last)):
+                assert a.dtype == b.dtype and a.shape == b.shape
+                np.testing.assert_array_equal(a, b)
 
 
 def seven_records(tag, cell, dtype, hidden, order_seed):
@@ -538,6 +570,27 @@ def test_bad_cell_and_num_layers(backend):
         with pytest.raises(TypeError, match="num_layers"):
             backend.forward(X, None, params, **{**sp, "num_layers": 1.5},
                             return_sequences=False)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_predict_refuses_what_forward_refuses(backend):
+    """The same checks, the same messages."""
+    params, X, _, h0, sp = small()
+    bad_calls = [
+        dict(X=X[0]), dict(h0=h0[:, :-1]),
+        dict(params=params[:-1]), dict(lengths=np.zeros(N, dtype=np.int64)),
+        dict(sp={**sp, "cell": "xyz"}), dict(sp={**sp, "num_layers": 0}),
+        dict(sp={**sp, "activation": "softsign"}),
+    ]
+    for bad in bad_calls:
+        args = {**dict(X=X, h0=h0, params=params, sp=sp, lengths=None), **bad}
+        messages = []
+        for fn in (backend.forward, backend.predict):
+            with pytest.raises((ValueError, TypeError)) as info:
+                fn(args["X"], args["h0"], args["params"], **args["sp"], return_sequences=False,
+                   lengths=args["lengths"])
+            messages.append((info.type, str(info.value)))
+        assert messages[0] == messages[1], bad
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -27,6 +27,14 @@ def forward(X: NDArray[np.floating], h0: Optional[NDArray[np.floating]],
     """(outputs (N, O) or (N, T, O), hidden_states (N, T, C) or (L, N, T, C),
     final_state (N, L*S))."""
 
+def predict(X: NDArray[np.floating], h0: Optional[NDArray[np.floating]],
+            params: NDArray[np.floating], hidden_size: int, output_size: int, bias: bool,
+            activation: str, return_sequences: bool, cell: str = "rnn", num_layers: int = 1,
+            lengths: Optional[NDArray[np.int64]] = None
+            ) -> Tuple[NDArray[np.floating], NDArray[np.floating]]:
+    """(outputs (N, O) or (N, T, O), final_state (N, L*S)): forward without the hidden
+    states."""
+
 def backward(X: NDArray[np.floating], Y: NDArray[np.floating],
              h0: Optional[NDArray[np.floating]], params: NDArray[np.floating],
              hidden_states: NDArray[np.floating], outputs: NDArray[np.floating],

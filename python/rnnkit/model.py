@@ -409,7 +409,7 @@ class Recurrent:
         X = self._check_x(X)
         h0 = self._check_h0(h0, X.shape[0])
         lengths = self._check_lengths(lengths, X)
-        outputs, _, final_state = self._backend.forward(
+        outputs, final_state = self._backend.predict(
             X, h0, self._params, **self._spec(), return_sequences=self.return_sequences,
             **self._cell_args(lengths))
         return outputs, self._state_out(final_state)

@@ -44,8 +44,8 @@ from ._faults import InterruptGuard
 from .cells import CellSpec, cell_spec
 from .layout import layer_suffix, param_count, param_views
 
-__all__ = ["forward", "backward", "forecast", "clip", "sgd_step", "adam_step", "train_epoch",
-           "activate", "activation_derivative", "CELL_STEPS"]
+__all__ = ["forward", "predict", "backward", "forecast", "clip", "sgd_step", "adam_step",
+           "train_epoch", "activate", "activation_derivative", "CELL_STEPS"]
 
 ACTIVATIONS = ("tanh", "sigmoid", "relu")
 
@@ -342,6 +342,18 @@ def forward(X: np.ndarray, h0: Optional[np.ndarray], params: np.ndarray, hidden_
     return outputs, (caches[0] if L == 1 else caches), final_state
 
 
+def predict(X: np.ndarray, h0: Optional[np.ndarray], params: np.ndarray, hidden_size: int,
+            output_size: int, bias: bool, activation: str, return_sequences: bool,
+            cell: str = "rnn", num_layers: int = 1, lengths: Optional[np.ndarray] = None
+            ) -> Tuple[np.ndarray, np.ndarray]:
+    """``forward``'s ``(outputs, final_state)``, for a caller that needs no hidden states
+    (prediction, evaluation). The C++ backend then keeps only two steps of them (one layer,
+    many-to-one); here they are simply dropped."""
+    outputs, _, final_state = forward(X, h0, params, hidden_size, output_size, bias,
+                                      activation, return_sequences, cell, num_layers, lengths)
+    return outputs, final_state
+
+
 def forecast(X: np.ndarray, h0: Optional[np.ndarray], params: np.ndarray, hidden_size: int,
              output_size: int, bias: bool, activation: str, steps: int, cell: str = "rnn",
              num_layers: int = 1) -> np.ndarray:
@@ -361,10 +373,10 @@ def forecast(X: np.ndarray, h0: Optional[np.ndarray], params: np.ndarray, hidden
                          f"shape {X.shape}")
     network = (hidden_size, output_size, bias, activation, False, cell, num_layers)
     forecasts = np.empty((N, steps, output_size), dtype=params.dtype)
-    y, _, state = forward(X, h0, params, *network)
+    y, state = predict(X, h0, params, *network)
     forecasts[:, 0] = y
     for s in range(1, steps):
-        y, _, state = forward(y[:, None, :], state, params, *network)   # x_{t+1} = y_t
+        y, state = predict(y[:, None, :], state, params, *network)   # x_{t+1} = y_t
         forecasts[:, s] = y
     return forecasts
 
