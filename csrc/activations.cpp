@@ -33,6 +33,8 @@ typedef long long vl __attribute__((vector_size(L * sizeof(long long))));
 RNNKIT_LANES vd splat(double x) { return vd{} + x; }
 
 // e^z for z in [-746, 0] (the callers clamp), subnormal results included; NaN stays NaN.
+// Without Subnormals, for z in [-700, 0] only, where 2^n is normal: one factor, no test.
+template <bool Subnormals>
 RNNKIT_LANES vd exp_nonpositive(vd z) {
     const vd magic = splat(6755399441055744.0);        // 1.5 * 2^52: adding it rounds to an integer
     const vd shifted = z * 1.4426950408889634073599 + magic;       // round(z / ln 2) + magic
@@ -65,6 +67,12 @@ RNNKIT_LANES vd exp_nonpositive(vd z) {
     std::memcpy(&ni, &shifted, sizeof ni);
     std::memcpy(&magic_bits, &magic, sizeof magic_bits);
     ni -= magic_bits;
+    if constexpr (!Subnormals) {
+        const vl bits = (ni + 1023) << 52;
+        vd scale;
+        std::memcpy(&scale, &bits, sizeof scale);
+        return er * scale;
+    }
     const vl deep = ni < -1000;
     const vl bits = ((deep ? ni + 54 : ni) + 1023) << 52;
     vd scale;
@@ -83,8 +91,10 @@ RNNKIT_LANES vd tanh_lanes(vd x) {
                  1.61468768441708447952E3;
     const vd q = ((z + 1.12811678491632931402E2) * z + 2.23548839060100448583E3) * z +
                  4.84406305325125486048E3;
-    // large |x|: (1 - e) / (1 + e) with e = exp(-2|x|), with the sign of x
-    const vd e = exp_nonpositive(clamp_exp_argument(-2.0 * ax));
+    // large |x|: (1 - e) / (1 + e) with e = exp(-2|x|), with the sign of x; from |x| = 22.5
+    // on e < 2^-64 and the quotient rounds to exactly +-1, so -2|x| stops at -45 there
+    const vd minus_2ax = -2.0 * ax;
+    const vd e = exp_nonpositive<false>(minus_2ax < -45.0 ? splat(-45.0) : minus_2ax);
     // one division for both: small = (x q + x z p) / q, large = +-(1 - e) / (1 + e)
     const vl is_small = ax < 0.625;
     const vd one_minus_e = x < 0.0 ? e - 1.0 : 1.0 - e;
@@ -94,7 +104,7 @@ RNNKIT_LANES vd tanh_lanes(vd x) {
 }
 
 RNNKIT_LANES vd sigmoid_lanes(vd a) {
-    const vd e = exp_nonpositive(clamp_exp_argument(a < 0.0 ? a : -a));
+    const vd e = exp_nonpositive<true>(clamp_exp_argument(a < 0.0 ? a : -a));
     return (a >= 0.0 ? splat(1.0) : e) / (1.0 + e);
 }
 
@@ -104,7 +114,9 @@ typedef int vi __attribute__((vector_size(16 * sizeof(int))));
 
 RNNKIT_LANES vf splat_f(float x) { return vf{} + x; }
 
-// e^z for z in [-104, 0] (below, e^z rounds to 0), subnormal results included.
+// e^z for z in [-104, 0] (below, e^z rounds to 0), subnormal results included; without
+// Subnormals for z in [-80, 0] only.
+template <bool Subnormals>
 RNNKIT_LANES vf expf_nonpositive(vf z) {
     const vf magic = splat_f(12582912.0f);              // 1.5 * 2^23
     const vf shifted = z * 1.44269504088896341f + magic;
@@ -122,6 +134,12 @@ RNNKIT_LANES vf expf_nonpositive(vf z) {
     std::memcpy(&ni, &shifted, sizeof ni);
     std::memcpy(&magic_bits, &magic, sizeof magic_bits);
     ni -= magic_bits;
+    if constexpr (!Subnormals) {
+        const vi bits = (ni + 127) << 23;
+        vf scale;
+        std::memcpy(&scale, &bits, sizeof scale);
+        return er * scale;
+    }
     const vi deep = ni < -120;
     const vi bits = ((deep ? ni + 24 : ni) + 127) << 23;
     vf scale;
@@ -139,7 +157,9 @@ RNNKIT_LANES vf tanh_lanes(vf x) {
     p = p * z - 5.37397155531E-2f;
     p = p * z + 1.33314422036E-1f;
     p = p * z - 3.33332819422E-1f;
-    const vf e = expf_nonpositive(clamp_expf_argument(-2.0f * ax));
+    // from |x| = 10 on e < 2^-28 and the quotient rounds to exactly +-1: -2|x| stops at -20
+    const vf minus_2ax = -2.0f * ax;
+    const vf e = expf_nonpositive<false>(minus_2ax < -20.0f ? splat_f(-20.0f) : minus_2ax);
     const vi is_small = ax < 0.625f;
     const vf numerator = is_small ? x + x * z * p : (x < 0.0f ? e - 1.0f : 1.0f - e);
     const vf denominator = is_small ? splat_f(1.0f) : 1.0f + e;
@@ -147,7 +167,7 @@ RNNKIT_LANES vf tanh_lanes(vf x) {
 }
 
 RNNKIT_LANES vf sigmoid_lanes(vf a) {
-    const vf e = expf_nonpositive(clamp_expf_argument(a < 0.0f ? a : -a));
+    const vf e = expf_nonpositive<true>(clamp_expf_argument(a < 0.0f ? a : -a));
     return (a >= 0.0f ? splat_f(1.0f) : e) / (1.0f + e);
 }
 
