@@ -3,8 +3,9 @@
 // libm's tanh/exp are scalar calls and cost more than the matrix work of a small RNN step, so
 // these compute a vector at a time with the Cephes algorithms (S. L. Moshier): eight doubles
 // in double precision, or sixteen floats in single precision with Cephes' float coefficients:
-//   exp(z):  z = n ln2 + r (two-part Cody-Waite), e^r by its Taylor polynomial of degree 13,
-//            times 2^n built in the exponent bits.
+//   exp(z):  z = n ln2 + r (two-part Cody-Waite), times 2^n built in the exponent bits; e^r
+//            in double precision as Cephes' Pade quotient, folded into the caller's one
+//            division, in single precision by Cephes' polynomial.
 //   tanh(x): |x| < 0.625: x + x^3 P(x^2) / Q(x^2) (Cephes' rational approximation);
 //            otherwise (1 - e) / (1 + e), e = exp(-2|x|); one division for both.
 //   sigmoid: e = exp(-|a|); 1 / (1 + e) for a >= 0, e / (1 + e) otherwise (never overflows).
@@ -32,53 +33,42 @@ typedef long long vl __attribute__((vector_size(L * sizeof(long long))));
 
 RNNKIT_LANES vd splat(double x) { return vd{} + x; }
 
-// e^z for z in [-746, 0] (the callers clamp), subnormal results included; NaN stays NaN.
-// Without Subnormals, for z in [-700, 0] only, where 2^n is normal: one factor, no test.
+// e^z for z in [-746, 0] (the callers clamp) as scale * extra * num / den, NaN staying NaN:
+// z = n ln2 + r (two-part Cody-Waite), e^r = (Q(r^2) + r P(r^2)) / (Q(r^2) - r P(r^2)) with
+// Cephes' Pade coefficients for |r| <= ln(2)/2 (relative error below 2^-56), and 2^n built in
+// the exponent bits. The callers fold num / den into their own single division. With
+// Subnormals, 2^n below 2^-1000 comes in two factors (scale normal, extra = 2^-54), for results
+// down to the smallest subnormal; without, for z in [-700, 0] only, extra is 1.
+struct ExpParts {
+    vd num, den, scale, extra;
+};
+
 template <bool Subnormals>
-RNNKIT_LANES vd exp_nonpositive(vd z) {
+RNNKIT_LANES ExpParts exp_parts(vd z) {
     const vd magic = splat(6755399441055744.0);        // 1.5 * 2^52: adding it rounds to an integer
     const vd shifted = z * 1.4426950408889634073599 + magic;       // round(z / ln 2) + magic
     const vd n = shifted - magic;
     vd r = z - n * 6.93145751953125E-1;                // ln 2 in two parts, the first exact
     r = r - n * 1.42860682030941723212E-6;
     const vd rr = r * r;
-    // e^r for |r| <= ln(2)/2 by its Taylor polynomial of degree 13 (truncation error < 5e-18),
-    // in Horner form: no division
-    // (as even and odd parts in r^2, two shorter dependency chains)
-    vd even = splat(1.0 / 479001600.0);                // 1/12!
-    even = even * rr + 1.0 / 3628800.0;
-    even = even * rr + 1.0 / 40320.0;
-    even = even * rr + 1.0 / 720.0;
-    even = even * rr + 1.0 / 24.0;
-    even = even * rr + 0.5;
-    even = even * rr + 1.0;
-    vd odd = splat(1.0 / 6227020800.0);                // 1/13!
-    odd = odd * rr + 1.0 / 39916800.0;
-    odd = odd * rr + 1.0 / 362880.0;
-    odd = odd * rr + 1.0 / 5040.0;
-    odd = odd * rr + 1.0 / 120.0;
-    odd = odd * rr + 1.0 / 6.0;
-    odd = odd * rr + 1.0;
-    const vd er = even + r * odd;
-    // 2^n from its exponent bits; below 2^-1000 in two factors, so that the first product
-    // stays normal (a result below 2^-1022 may be rounded twice: an error far below any
-    // value the recurrence can use)
+    vd p = splat(1.26177193074810590878E-4);
+    p = p * rr + 3.02994407707441961300E-2;
+    p = p * rr + 9.99999999999999999910E-1;
+    const vd rp = r * p;
+    vd q = splat(3.00198505138664455042E-6);
+    q = q * rr + 2.52448340349684104192E-3;
+    q = q * rr + 2.27265548208155028766E-1;
+    q = q * rr + 2.00000000000000000009E0;
     vl ni, magic_bits;                                 // n as an integer: the low mantissa bits
     std::memcpy(&ni, &shifted, sizeof ni);
     std::memcpy(&magic_bits, &magic, sizeof magic_bits);
     ni -= magic_bits;
-    if constexpr (!Subnormals) {
-        const vl bits = (ni + 1023) << 52;
-        vd scale;
-        std::memcpy(&scale, &bits, sizeof scale);
-        return er * scale;
-    }
-    const vl deep = ni < -1000;
+    vl deep{};                                         // lanes whose 2^n is below 2^-1000
+    if constexpr (Subnormals) deep = ni < -1000;
     const vl bits = ((deep ? ni + 54 : ni) + 1023) << 52;
     vd scale;
     std::memcpy(&scale, &bits, sizeof scale);
-    const vd extra = deep ? splat(0x1p-54) : splat(1.0);
-    return er * scale * extra;
+    return {q + rp, q - rp, scale, deep ? splat(0x1p-54) : splat(1.0)};
 }
 
 RNNKIT_LANES vd clamp_exp_argument(vd z) { return z < -746.0 ? splat(-746.0) : z; }  // e^-746 rounds to 0
@@ -91,21 +81,28 @@ RNNKIT_LANES vd tanh_lanes(vd x) {
                  1.61468768441708447952E3;
     const vd q = ((z + 1.12811678491632931402E2) * z + 2.23548839060100448583E3) * z +
                  4.84406305325125486048E3;
-    // large |x|: (1 - e) / (1 + e) with e = exp(-2|x|), with the sign of x; from |x| = 22.5
-    // on e < 2^-64 and the quotient rounds to exactly +-1, so -2|x| stops at -45 there
+    // large |x|: (1 - e) / (1 + e) with e = exp(-2|x|) = se / den, with the sign of x, as
+    // (den - se) / (den + se); from |x| = 22.5 on e < 2^-64 and the quotient rounds to exactly
+    // +-1, so -2|x| stops at -45 there
     const vd minus_2ax = -2.0 * ax;
-    const vd e = exp_nonpositive<false>(minus_2ax < -45.0 ? splat(-45.0) : minus_2ax);
-    // one division for both: small = (x q + x z p) / q, large = +-(1 - e) / (1 + e)
+    const ExpParts e = exp_parts<false>(minus_2ax < -45.0 ? splat(-45.0) : minus_2ax);
+    const vd se = e.num * e.scale;
+    // one division for both: small = (x q + x z p) / q, large as above
     const vl is_small = ax < 0.625;
-    const vd one_minus_e = x < 0.0 ? e - 1.0 : 1.0 - e;
+    const vd one_minus_e = x < 0.0 ? se - e.den : e.den - se;
     const vd numerator = is_small ? x * q + x * z * p : one_minus_e;
-    const vd denominator = is_small ? q : 1.0 + e;
+    const vd denominator = is_small ? q : e.den + se;
     return numerator / denominator;
 }
 
+// e = exp(-|a|) = se / den: 1 / (1 + e) = den / (den + se) for a >= 0, e / (1 + e) =
+// num / (den + se) times 2^n otherwise, scaled after the division so that a subnormal result
+// is rounded once more at most (se itself may be subnormal; it only shifts the denominator).
 RNNKIT_LANES vd sigmoid_lanes(vd a) {
-    const vd e = exp_nonpositive<true>(clamp_exp_argument(a < 0.0 ? a : -a));
-    return (a >= 0.0 ? splat(1.0) : e) / (1.0 + e);
+    const ExpParts e = exp_parts<true>(clamp_exp_argument(a < 0.0 ? a : -a));
+    const vd se = e.num * e.scale * e.extra;
+    const vd quotient = (a >= 0.0 ? e.den : e.num) / (e.den + se);
+    return a >= 0.0 ? quotient : quotient * e.scale * e.extra;
 }
 
 // Single precision, sixteen lanes: the same algorithms with Cephes' float coefficients.

@@ -386,8 +386,8 @@ def test_core_rejects_bad_arguments_by_name(kind, dtype):
 @SETTINGS
 @given(shape=st.lists(st.integers(0, 3), min_size=0, max_size=4),
        dtype=st.sampled_from(["f8", "f4", "i8", "?", "c16", "O", "U1"]),
-       fn=st.sampled_from(["forward", "backward", "clip", "sgd_step", "adam_step",
-                           "train_epoch"]),
+       fn=st.sampled_from(["forward", "predict", "backward", "clip", "sgd_step",
+                           "adam_step", "train_epoch"]),
        slot=st.integers(0, 3))
 def test_core_never_crashes_on_arbitrary_arrays(shape, dtype, fn, slot):
     """Any array of any rank, size (0 included) and dtype in any argument slot of any _core
@@ -397,6 +397,8 @@ def test_core_never_crashes_on_arbitrary_arrays(shape, dtype, fn, slot):
     P, H, O = a["P"], a["H"], a["O"]
     calls = {
         "forward": lambda args: _core.forward(args[0], args[1], args[2], H, O, True, "tanh",
+                                              False),
+        "predict": lambda args: _core.predict(args[0], args[1], args[2], H, O, True, "tanh",
                                               False),
         "backward": lambda args: _core.backward(args[0], args[1], None, args[2], args[3],
                                                 a["Y"], H, O, True, "relu", 1),
@@ -409,6 +411,7 @@ def test_core_never_crashes_on_arbitrary_arrays(shape, dtype, fn, slot):
     }
     valid = {
         "forward": [a["X"], None, a["params"].copy()],
+        "predict": [a["X"], None, a["params"].copy()],
         "backward": [a["X"], a["Y"], a["params"].copy(), np.zeros((4, 3, H))],
         "clip": [a["grad"].copy()],
         "sgd_step": [a["params"].copy(), a["grad"].copy(), np.zeros(P)],

@@ -350,7 +350,7 @@ def test_a_model_being_trained_refuses_every_call_from_another_thread():
 def test_training_is_refused_while_another_thread_reads():
     X, Y = _data()
     model = rnnkit.RNN(2, 4, 1, seed=0, backend="reference")
-    thread, backend, errors = _hold_open(model, "forward", lambda: model.predict(X))
+    thread, backend, errors = _hold_open(model, "predict", lambda: model.predict(X))
     try:
         with pytest.raises(rnnkit.ModelInUseError, match=r"a read call \(RNN\.predict\) in progress"):
             model.fit(X, Y)
