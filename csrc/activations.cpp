@@ -182,19 +182,32 @@ RNNKIT_LANES void apply_lanes(Real* p) {
     std::memcpy(p, &v, sizeof v);
 }
 
-// Applies f to x[0:n] in place, a vector at a time; the tail goes through a padded vector.
+// Applies f to x[0:n] in place, a vector at a time. A part of a vector left at the end: when
+// n is more than a vector, the last whole vector x[n - LN:n] is computed first, from the
+// inputs, and stored after the rest (its lanes overlap the vector before it with the same
+// values: the lanes are independent); else through a padded vector.
 template <Function f, typename Real>
 RNNKIT_LANES void map_lanes(Real* x, int64_t n) {
+    typedef Real vr __attribute__((vector_size(64)));
     constexpr int64_t LN = 64 / int64_t(sizeof(Real));
+    const bool overlap = n > LN && n % LN != 0;
+    vr last{};
+    if (overlap) {
+        std::memcpy(&last, x + n - LN, sizeof last);
+        last = f == Function::Tanh ? tanh_lanes(last) : sigmoid_lanes(last);
+    }
+    const int64_t whole = n - n % LN;
     int64_t i = 0;
-    for (; i + 4 * LN <= n; i += 4 * LN) {   // four vectors in flight: the chains are long
+    for (; i + 4 * LN <= whole; i += 4 * LN) {   // four vectors in flight: the chains are long
         apply_lanes<f>(x + i);
         apply_lanes<f>(x + i + LN);
         apply_lanes<f>(x + i + 2 * LN);
         apply_lanes<f>(x + i + 3 * LN);
     }
-    for (; i + LN <= n; i += LN) apply_lanes<f>(x + i);
-    if (i < n) {
+    for (; i < whole; i += LN) apply_lanes<f>(x + i);
+    if (overlap) {
+        std::memcpy(x + n - LN, &last, sizeof last);
+    } else if (i < n) {
         Real pad[LN] = {};
         std::memcpy(pad, x + i, size_t(n - i) * sizeof(Real));
         apply_lanes<f>(pad);

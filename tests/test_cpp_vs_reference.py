@@ -361,6 +361,28 @@ def test_activations_accurate_at_every_level_equal_where_fused(core_settings, ac
         assert np.max(ulps) <= (3 if dtype == np.float64 else 2)
 
 
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_activations_of_any_row_length_equal_one_at_a_time(core_settings, activation, dtype):
+    """A row of H values (whole vectors, then a part of one: a padded vector when H is less
+    than a vector, else the last whole vector computed over the one before) gives the bits
+    each value gives alone, at every level."""
+    rng = np.random.default_rng(8)
+    for isa in ISA_LEVELS:
+        if not available(isa):
+            continue
+        _core._set_isa(isa)
+        for H in (1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 100):
+            a = rng.normal(scale=3.0, size=H).astype(dtype)
+            # U = a, W = 0, no bias, x = 1: h = f(a) in one row
+            params = np.concatenate([a, np.zeros(H * H), np.ones(H)]).astype(dtype)
+            row = _core.predict(np.ones((1, 1, 1), dtype), None, params, H, 1, False,
+                                activation, False)[1][0]
+            alone = _core.predict(a.reshape(-1, 1, 1), None, np.array([1, 0, 1], dtype), 1,
+                                  1, False, activation, False)[1][:, 0]
+            np.testing.assert_array_equal(row, alone, err_msg=f"{isa} H={H}")
+
+
 def test_set_num_threads_public_api(core_settings):
     rnnkit.set_num_threads(1)
     assert rnnkit.get_num_threads() == 1
