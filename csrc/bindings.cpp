@@ -308,11 +308,11 @@ std::string fma_peak_isa() {
 
 // forward (keep_states: every hidden state, returned) and predict (not returned; one layer,
 // many-to-one keeps two steps of them in scratch), on the same checks.
+template <bool keep_states>
 py::tuple run_forward(const py::object& X_, const py::object& h0_, const py::object& params_,
                       int64_t hidden_size, int64_t output_size, bool bias,
                       const std::string& activation, bool return_sequences,
-                      const std::string& cell, int64_t num_layers, const py::object& lengths_,
-                      bool keep_states) {
+                      const std::string& cell, int64_t num_layers, const py::object& lengths_) {
     return dispatch(params_, [&](auto zero) -> py::tuple {
         using Real = decltype(zero);
         auto X = input_array<Real>(X_, "X", {-1, -1, -1});
@@ -349,25 +349,9 @@ py::tuple run_forward(const py::object& X_, const py::object& h0_, const py::obj
                 rnnkit::network_predict(ys, hT, x, h0p, p, len, s.N, s.T, s.net,
                                         return_sequences, work.data());
         }
-        if (keep_states) return py::make_tuple(outputs, *hidden_states, final_state);
+        if constexpr (keep_states) return py::make_tuple(outputs, *hidden_states, final_state);
         return py::make_tuple(outputs, final_state);
     });
-}
-
-py::tuple forward(const py::object& X_, const py::object& h0_, const py::object& params_,
-                  int64_t hidden_size, int64_t output_size, bool bias,
-                  const std::string& activation, bool return_sequences, const std::string& cell,
-                  int64_t num_layers, const py::object& lengths_) {
-    return run_forward(X_, h0_, params_, hidden_size, output_size, bias, activation,
-                       return_sequences, cell, num_layers, lengths_, true);
-}
-
-py::tuple predict(const py::object& X_, const py::object& h0_, const py::object& params_,
-                  int64_t hidden_size, int64_t output_size, bool bias,
-                  const std::string& activation, bool return_sequences, const std::string& cell,
-                  int64_t num_layers, const py::object& lengths_) {
-    return run_forward(X_, h0_, params_, hidden_size, output_size, bias, activation,
-                       return_sequences, cell, num_layers, lengths_, false);
 }
 
 py::tuple backward(const py::object& X_, const py::object& Y_, const py::object& h0_,
@@ -692,12 +676,12 @@ PYBIND11_MODULE(_core, m) {
           py::arg("threads") = 1,
           "Benchmark aid: the measured FMA peak in GFLOP/s of `threads` threads together.");
     m.def("_fma_peak_isa", &fma_peak_isa, "Benchmark aid: the FMA unit the peak loop uses.");
-    m.def("forward", &forward, py::arg("X"), py::arg("h0"), py::arg("params"),
+    m.def("forward", &run_forward<true>, py::arg("X"), py::arg("h0"), py::arg("params"),
           py::arg("hidden_size"), py::arg("output_size"), py::arg("bias"), py::arg("activation"),
           py::arg("return_sequences"), py::arg("cell") = "rnn", py::arg("num_layers") = 1,
           py::arg("lengths") = py::none(),
           "Run the recurrence; returns (outputs, hidden_states, final_state).");
-    m.def("predict", &predict, py::arg("X"), py::arg("h0"), py::arg("params"),
+    m.def("predict", &run_forward<false>, py::arg("X"), py::arg("h0"), py::arg("params"),
           py::arg("hidden_size"), py::arg("output_size"), py::arg("bias"), py::arg("activation"),
           py::arg("return_sequences"), py::arg("cell") = "rnn", py::arg("num_layers") = 1,
           py::arg("lengths") = py::none(),

@@ -286,8 +286,9 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
             const int64_t ld_acc = in_place ? ld : GHp;
             if (!in_place) fill_rows(acc_r, GHp, static_cast<const Real*>(nullptr), rows, GHp);
             for (int64_t t = 0; t < T; ++t) {
+                const int64_t at = slot(t), at_prev = t > 0 ? slot(t - 1) : 0;
                 if (ax_by_step) {   // A_x of this step's rows, one product for them all
-                    Real* ax_t = ax_in_acc ? acc_r + (in_place ? slot(t) : 0)
+                    Real* ax_t = ax_in_acc ? acc_r + (in_place ? at : 0)
                                            : ax_all + (n0 * T + t) * GH;
                     const int64_t ld_ax = ax_in_acc ? ld_acc : T * GH;
                     fill_rows(ax_t, ld_ax, p.b_ih, rows, GH);
@@ -296,7 +297,7 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
                 }
                 // A_h = W h_{t-1} + b_hh (plus A_x when the cell only needs the sum)
                 for (int64_t n = n0; n < n1; ++n) {
-                    Real* a = acc_r + (n - n0) * ld_acc + (in_place ? slot(t) : 0);
+                    Real* a = acc_r + (n - n0) * ld_acc + (in_place ? at : 0);
                     const Real* ax = ax_all + (n * T + t) * GH;
                     if (!in_place && !Cell::sums_projections) {
                         fill_rows(a, GH, p.b_hh, 1, GH);          // A_h starts at b_hh (or 0)
@@ -306,16 +307,16 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
                     if (p.b_hh)
                         for (int64_t j = 0; j < GH; ++j) a[j] += p.b_hh[j];
                 }
-                const Real* h_prev = t > 0 ? cache + n0 * ld + slot(t - 1)
+                const Real* h_prev = t > 0 ? cache + n0 * ld + at_prev
                                            : (state0 ? state0 + n0 * L * SH : nullptr);
                 const int64_t ld_prev = t > 0 ? ld : L * SH;
                 if (h_prev)
-                    gemm_accumulate_packed(acc_r + (in_place ? slot(t) : 0), ld_acc, h_prev,
+                    gemm_accumulate_packed(acc_r + (in_place ? at : 0), ld_acc, h_prev,
                                            ld_prev, w, rows, cols, H);
                 for (int64_t n = n0; n < n1; ++n) {
-                    Real* c = cache + n * ld + slot(t);
+                    Real* c = cache + n * ld + at;
                     if (t >= length_of(lengths, n, T)) {   // padding: the state stays
-                        const Real* c_prev = cache + n * ld + slot(t - 1);
+                        const Real* c_prev = cache + n * ld + at_prev;
                         std::copy(c_prev, c_prev + CH, c);
                         continue;
                     }
