@@ -439,9 +439,7 @@ double clip(const py::object& grad_, std::optional<double> clip_norm,
         Real* g = grad.mutable_data();
         const int64_t P = grad.shape(0);
         py::gil_scoped_release release;  // safe: grad is checked and held by this frame
-        const double norm = rnnkit::gradient_norm(g, P);
-        rnnkit::clip_gradient(g, P, norm, clip_norm, clip_value);
-        return norm;
+        return rnnkit::clip_gradient(g, P, clip_norm, clip_value);
     });
 }
 

@@ -18,15 +18,24 @@ namespace {
 
 #define RNNKIT_LOOP __attribute__((always_inline)) inline
 
-// Eight partial sums, element i into sum i % 8, added in a fixed order at the end: the loop
-// vectorizes without reassociation, and the result does not depend on anything but grad.
-template <typename Real>
-RNNKIT_LOOP double norm_loop(const Real* grad, int64_t P) {
-    double partial[8] = {};
-    int64_t i = 0;
-    for (; i + 8 <= P; i += 8)
-        for (int l = 0; l < 8; ++l) partial[l] += double(grad[i + l]) * double(grad[i + l]);
-    for (int l = 0; i < P; ++i, ++l) partial[l] += double(grad[i]) * double(grad[i]);
+// The L2 norm of grad as it comes in, in 32 partial sums (element i into sum i % 32, added in a
+// fixed order at the end: four vectors of them at AVX-512, so that the additions are not one
+// chain, without reassociating anything); with Clamp, each element is then clamped to [lo, hi]
+// into `clamped` (grad itself) in the same pass (NaN stays NaN). The result depends on nothing
+// but grad.
+template <bool Clamp, typename Real>
+RNNKIT_LOOP double norm_loop(const Real* grad, Real* clamped, int64_t P, Real lo, Real hi) {
+    constexpr int kPartials = 32;
+    double partial[kPartials] = {};
+    const auto visit = [&](int64_t i, int l) __attribute__((always_inline)) {
+        const Real g = grad[i];
+        partial[l] += double(g) * double(g);
+        if constexpr (Clamp) clamped[i] = g < lo ? lo : (g > hi ? hi : g);
+    };
+    int64_t i0 = 0;
+    for (; i0 + kPartials <= P; i0 += kPartials)   // whole blocks: a fixed count, vectorized
+        for (int l = 0; l < kPartials; ++l) visit(i0 + l, l);
+    for (int l = 0; i0 + l < P; ++l) visit(i0 + l, l);
     double sum_sq = 0.0;
     for (double s : partial) sum_sq += s;
     return std::sqrt(sum_sq);
@@ -35,12 +44,6 @@ RNNKIT_LOOP double norm_loop(const Real* grad, int64_t P) {
 template <typename Real>
 RNNKIT_LOOP void scale_loop(Real* grad, int64_t P, Real scale) {
     for (int64_t i = 0; i < P; ++i) grad[i] *= scale;
-}
-
-template <typename Real>
-RNNKIT_LOOP void clamp_loop(Real* grad, int64_t P, Real lo, Real hi) {
-    for (int64_t i = 0; i < P; ++i)   // NaN stays NaN
-        grad[i] = grad[i] < lo ? lo : (grad[i] > hi ? hi : grad[i]);
 }
 
 template <typename Real>
@@ -87,15 +90,15 @@ RNNKIT_LOOP void adam_loop(Real* params, Real* exp_avg, Real* exp_avg_sq, const 
 #define RNNKIT_OPTIM_LEVEL(name, attributes)                                                     \
     template <typename Real>                                                                   \
     attributes double name##_norm(const Real* grad, int64_t P) {                               \
-        return norm_loop(grad, P);                                                             \
+        return norm_loop<false>(grad, static_cast<Real*>(nullptr), P, Real(0), Real(0));      \
+    }                                                                                          \
+    template <typename Real>                                                                   \
+    attributes double name##_norm_clamp(Real* grad, int64_t P, Real lo, Real hi) {             \
+        return norm_loop<true>(grad, grad, P, lo, hi);                                         \
     }                                                                                          \
     template <typename Real>                                                                   \
     attributes void name##_scale(Real* grad, int64_t P, Real scale) {                          \
         scale_loop(grad, P, scale);                                                            \
-    }                                                                                          \
-    template <typename Real>                                                                   \
-    attributes void name##_clamp(Real* grad, int64_t P, Real lo, Real hi) {                    \
-        clamp_loop(grad, P, lo, hi);                                                           \
     }                                                                                          \
     template <typename Real>                                                                   \
     attributes void name##_sgd(Real* params, Real* momentum_buffer, const Real* grad,          \
@@ -119,22 +122,19 @@ RNNKIT_OPTIM_LEVEL(avx512, __attribute__((target("avx512f"))))
 }  // namespace
 
 template <typename Real>
-double gradient_norm(const Real* grad, int64_t P) {
-    RNNKIT_AT_LEVEL(norm, grad, P)
-}
-
-template <typename Real>
-void clip_gradient(Real* grad, int64_t P, double norm, std::optional<double> clip_norm,
-                   std::optional<double> clip_value) {
+double clip_gradient(Real* grad, int64_t P, std::optional<double> clip_norm,
+                     std::optional<double> clip_value) {
+    const Real hi = Real(clip_value ? *clip_value : 0.0), lo = -hi;
+    // without clip_norm, clamping needs no norm: both in one pass
+    if (clip_value && !clip_norm) RNNKIT_AT_LEVEL(norm_clamp, grad, P, lo, hi)
+    const double norm = [&] { RNNKIT_AT_LEVEL(norm, grad, P) }();
     if (clip_norm) {
         const double coef = *clip_norm / (norm + 1e-6);
         const Real scale = Real(coef < 1.0 || std::isnan(coef) ? coef : 1.0);  // NaN stays
         [&] { RNNKIT_AT_LEVEL(scale, grad, P, scale) }();
     }
-    if (clip_value) {
-        const Real hi = Real(*clip_value), lo = -hi;
-        [&] { RNNKIT_AT_LEVEL(clamp, grad, P, lo, hi) }();
-    }
+    if (clip_value) [&] { RNNKIT_AT_LEVEL(norm_clamp, grad, P, lo, hi) }();
+    return norm;
 }
 
 template <typename Real>
@@ -152,9 +152,8 @@ void adam_step(Real* params, Real* exp_avg, Real* exp_avg_sq, const Real* grad, 
 }
 
 #define RNNKIT_INSTANTIATE(Real)                                                            \
-    template double gradient_norm(const Real*, int64_t);                                     \
-    template void clip_gradient(Real*, int64_t, double, std::optional<double>,               \
-                                std::optional<double>);                                      \
+    template double clip_gradient(Real*, int64_t, std::optional<double>,                     \
+                                  std::optional<double>);                                    \
     template void sgd_step(Real*, Real*, const Real*, int64_t, double, double, double);      \
     template void adam_step(Real*, Real*, Real*, const Real*, int64_t, int64_t, double,      \
                             double, double, double, double);

@@ -174,15 +174,12 @@ void network_forecast(Real* forecasts,      // (N, steps, O) out
 template <typename Real>
 void zero_buffer(Real* buffer, int64_t n);
 
-// ||grad||_2 over the whole flat buffer (accumulated in double).
+// Clip in place: first scale by min(1, clip_norm / (norm + 1e-6)), where norm is ||grad||_2
+// over the whole flat buffer (accumulated in double), then clamp every element to
+// [-clip_value, clip_value]; either may be absent. Returns that norm, of grad as it came in.
 template <typename Real>
-double gradient_norm(const Real* grad, int64_t P);
-
-// Clip in place: first scale by min(1, clip_norm / (norm + 1e-6)) where norm is
-// gradient_norm(grad), then clamp every element to [-clip_value, clip_value]; either may be absent.
-template <typename Real>
-void clip_gradient(Real* grad, int64_t P, double norm, std::optional<double> clip_norm,
-                   std::optional<double> clip_value);
+double clip_gradient(Real* grad, int64_t P, std::optional<double> clip_norm,
+                     std::optional<double> clip_value);
 
 // torch.optim.SGD (dampening 0, no Nesterov): d = g + wd*p; buf = m*buf + d (if m != 0);
 // p -= lr * d. momentum_buffer may be null when momentum == 0.

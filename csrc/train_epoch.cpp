@@ -44,10 +44,9 @@ EpochResult train_epoch(double* losses, Real* params, Real* momentum_buffer, Rea
         losses[batch] = network_backward(grad.data(), xb.data(), yb.data(), (const Real*)nullptr,
                                          params, hidden_states.data(), outputs.data(), lp, nb, T,
                                          net, return_sequences, k, work.data());
-        const double norm = gradient_norm(grad.data(), P);
+        const double norm = clip_gradient(grad.data(), P, clip_norm, clip_value);
         if (!std::isfinite(losses[batch]) || !std::isfinite(norm))
             return {batch, step, EpochStatus::NonFinite};   // this update is not applied
-        clip_gradient(grad.data(), P, norm, clip_norm, clip_value);
         ++step;
         if (optimizer.kind == OptimizerConfig::Kind::SGD) {
             sgd_step(params, momentum_buffer, grad.data(), P, optimizer.lr, optimizer.momentum,
