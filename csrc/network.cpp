@@ -103,31 +103,38 @@ RNNKIT_TRANSPOSE_LEVEL(avx512, __attribute__((target("avx512f"))))
 #if RNNKIT_X86
 // Doubles at AVX-512, 8 x 8 blocks through registers: 8 rows of `in` loaded, interleaved in
 // three rounds of shuffles (pairs of elements, then of 128-bit lanes, then of 256-bit halves),
-// stored as 8 rows of `out`; the edges that are not whole blocks as above. Several times faster
-// than the gathers for the W^T that every minibatch of one record transposes.
+// stored as 8 rows of `out`; the edges that are not whole blocks as above. For the W^T that
+// every minibatch of one record transposes, in place of the gathers of the loop above.
+typedef double v8 __attribute__((vector_size(64)));
+typedef long long v8_index __attribute__((vector_size(64)));
+#if defined(__clang__)
+#define RNNKIT_SHUFFLE(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else   // GCC before 12 has no __builtin_shufflevector
+#define RNNKIT_SHUFFLE(a, b, ...) __builtin_shuffle(a, b, v8_index{__VA_ARGS__})
+#endif
+
 __attribute__((target("avx512f"))) void avx512_transpose_blocks(double* out, int64_t ld_out,
                                                                 const double* in,
                                                                 int64_t ld_in, int64_t rows,
                                                                 int64_t cols) {
-    typedef double v8 __attribute__((vector_size(64)));
     const int64_t rows8 = rows - rows % 8, cols8 = cols - cols % 8;
     for (int64_t r0 = 0; r0 < rows8; r0 += 8)
         for (int64_t c0 = 0; c0 < cols8; c0 += 8) {
             v8 v[8], t[8];
             for (int i = 0; i < 8; ++i) __builtin_memcpy(&v[i], in + (c0 + i) * ld_in + r0, 64);
             for (int i = 0; i < 8; i += 2) {   // rows i, i + 1: elements 0 0 2 2 .., 1 1 3 3 ..
-                t[i] = __builtin_shufflevector(v[i], v[i + 1], 0, 8, 2, 10, 4, 12, 6, 14);
-                t[i + 1] = __builtin_shufflevector(v[i], v[i + 1], 1, 9, 3, 11, 5, 13, 7, 15);
+                t[i] = RNNKIT_SHUFFLE(v[i], v[i + 1], 0, 8, 2, 10, 4, 12, 6, 14);
+                t[i + 1] = RNNKIT_SHUFFLE(v[i], v[i + 1], 1, 9, 3, 11, 5, 13, 7, 15);
             }
             for (int i = 0; i < 8; i += 4) {   // rows i .. i + 3: v[i + j] holds elements j, j + 4
-                v[i] = __builtin_shufflevector(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
-                v[i + 1] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
-                v[i + 2] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
-                v[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+                v[i] = RNNKIT_SHUFFLE(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+                v[i + 1] = RNNKIT_SHUFFLE(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+                v[i + 2] = RNNKIT_SHUFFLE(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+                v[i + 3] = RNNKIT_SHUFFLE(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
             }
             for (int j = 0; j < 4; ++j) {     // element j, then j + 4, of all 8 rows
-                const v8 lo = __builtin_shufflevector(v[j], v[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
-                const v8 hi = __builtin_shufflevector(v[j], v[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+                const v8 lo = RNNKIT_SHUFFLE(v[j], v[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+                const v8 hi = RNNKIT_SHUFFLE(v[j], v[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
                 __builtin_memcpy(out + (r0 + j) * ld_out + c0, &lo, 64);
                 __builtin_memcpy(out + (r0 + j + 4) * ld_out + c0, &hi, 64);
             }
@@ -137,6 +144,7 @@ __attribute__((target("avx512f"))) void avx512_transpose_blocks(double* out, int
     if (rows8 < rows)
         avx512_transpose(out + rows8 * ld_out, ld_out, in + rows8, ld_in, rows - rows8, cols);
 }
+#undef RNNKIT_SHUFFLE
 #endif
 
 template <typename Real>
