@@ -36,9 +36,10 @@ RNNKIT_LANES vd splat(double x) { return vd{} + x; }
 // e^z for z in [-746, 0] (the callers clamp) as scale * extra * num / den, NaN staying NaN:
 // z = n ln2 + r (two-part Cody-Waite), e^r = (Q(r^2) + r P(r^2)) / (Q(r^2) - r P(r^2)) with
 // Cephes' Pade coefficients for |r| <= ln(2)/2 (an approximation error far below double
-// precision: the roundings decide the result's), and 2^n built in the exponent bits. The callers fold num / den into their own single division. With
-// Subnormals, 2^n below 2^-1000 comes in two factors (scale normal, extra = 2^-54), for results
-// down to the smallest subnormal; without, for z in [-700, 0] only, extra is 1.
+// precision: the roundings decide the result's), and 2^n built in the exponent bits. The
+// callers fold num / den into their own single division. With Subnormals, 2^n below 2^-1000
+// comes in two factors (scale normal, extra = 2^-54), for results down to the smallest
+// subnormal; without, for z in [-700, 0] only, extra is 1.
 struct ExpParts {
     vd num, den, scale, extra;
 };

@@ -4,7 +4,8 @@
 //
 // The products run through gemm_accumulate (gemm.cpp), batched where the recurrence allows: one
 // product per step for all records (the input projection, then the recurrent product; the
-// input projection of a record's every step at once when too few records share a thread); the
+// input projection of a record's every step at once when too few records share a thread and
+// the cache keeps every step); the
 // weight gradients as one product over every (record, step) pair once the deltas are known.
 // Records are split across threads in the forward pass and the backward sweeps, rows of the
 // weight gradients in their accumulation, so that every output element is computed on one
@@ -320,8 +321,10 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
             // A_x = U x_t + b_ih, (N, T, G·H); in place, in the cache itself. Step by step for
             // all the rows when they fill a tile or the input is one value: the rows are then
             // still in cache for the step's product, and the cache of a large batch is not
-            // written and read twice more from memory. Otherwise for all the steps of a record
-            // at once: one product of T rows rather than T that would each stream U.
+            // written and read twice more from memory; and always when the cache keeps two
+            // steps (in place, A_x of every step would not fit in it). Otherwise for all the
+            // steps of a record at once: one product of T rows rather than T that would each
+            // stream U.
             Real* const ax_all = in_place ? cache : Ax;
             const bool ax_by_step = rows >= kTileRows || In == 1 || kept < T;
             // step by step, a cell that needs only A_x + A_h gets A_x in its a_t rows
@@ -786,9 +789,10 @@ void network_predict(Real* outputs, Real* final_state, const Real* X, const Real
                      const Real* params, const int64_t* lengths, int64_t N, int64_t T,
                      const Net& net, bool return_sequences, Real* work) {
     const int64_t kept = forward_kept_steps(T, net, return_sequences);
-    Real* caches = work;
+    Real* caches = work;                  // (L, N, kept, C·H), then forward_work_size's
+    Real* scratch = caches + net.L * N * kept * cell_sizes(net.cell).cache * net.H;
     forward_kept(caches, outputs, final_state, X, h0, params, lengths, N, T, net,
-                 return_sequences, kept, work + net.L * N * kept * cell_sizes(net.cell).cache * net.H);
+                 return_sequences, kept, scratch);
 }
 
 template <typename Real>

@@ -451,8 +451,14 @@ def test_results_do_not_depend_on_the_thread_count(core_settings, cell, dtype,
 
 
 # predict keeps two steps of each record's cache when one layer feeds a many-to-one output
-# (step t in slot t % 2), and all T otherwise; records split across threads, chunks smaller
-# than a tile and an input of several values (the input projection then goes step by step)
+# (step t in slot t % 2), and all T otherwise; records split across threads. SMALL: fewer records
+# than a tile has rows and several inputs, where forward takes each record's input projection
+# over all its steps at once and predict (two steps kept) goes step by step; H = 16, a whole
+# number of vectors, so that the RNN cell accumulates in place in the cache.
+SMALL = dict(n=4, t=6, i=3, hidden=16, out=2)
+
+
+@pytest.mark.parametrize("size", ["big", "small"])
 @pytest.mark.parametrize("plain", [False, True], ids=["tiled", "plain"])
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("lengths", ["none", "mixed"])
@@ -461,15 +467,16 @@ def test_results_do_not_depend_on_the_thread_count(core_settings, cell, dtype,
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("cell", CELLS)
 def test_predict_equals_forward_bitwise(core_settings, cell, dtype, L, return_sequences,
-                                        lengths, threads, plain):
+                                        lengths, threads, plain, size):
     """predict gives forward's outputs and final state bit for bit, in both backends."""
+    shape = BIG if size == "big" else SMALL
     params, X, _, h0 = make_problem(("predict", cell, L, return_sequences), cell, L, True,
-                                    return_sequences, dtype, True, **BIG)
+                                    return_sequences, dtype, True, **shape)
     lens = None
     if lengths == "mixed":
-        lens = np.random.default_rng(4).integers(1, BIG["t"] + 1, size=BIG["n"])
-        lens[:3] = [1, BIG["t"], 2]
-    sp = spec(cell, L, hidden=BIG["hidden"], out=BIG["out"])
+        lens = np.random.default_rng(4).integers(1, shape["t"] + 1, size=shape["n"])
+        lens[:3] = [1, shape["t"], 2]
+    sp = spec(cell, L, hidden=shape["hidden"], out=shape["out"])
     rnnkit.set_num_threads(threads)
     _core._set_plain_loops(plain)
     for backend in (_core, ref):
