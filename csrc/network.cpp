@@ -771,9 +771,18 @@ int64_t forward_kept_steps(int64_t T, const Net& net, bool return_sequences) {
     return net.L == 1 && !return_sequences ? std::min<int64_t>(T, 2) : T;
 }
 
+namespace {
+
+// Scalars of network_predict's caches, (L, N, kept, C·H), at the front of its scratch.
+int64_t predict_cache_size(int64_t N, int64_t T, const Net& net, bool return_sequences) {
+    return net.L * N * forward_kept_steps(T, net, return_sequences) *
+           cell_sizes(net.cell).cache * net.H;
+}
+
+}  // namespace
+
 int64_t predict_work_size(int64_t N, int64_t T, const Net& net, bool return_sequences) {
-    return net.L * N * forward_kept_steps(T, net, return_sequences) * cell_sizes(net.cell).cache *
-               net.H + forward_work_size(N, T, net);
+    return predict_cache_size(N, T, net, return_sequences) + forward_work_size(N, T, net);
 }
 
 template <typename Real>
@@ -788,11 +797,10 @@ template <typename Real>
 void network_predict(Real* outputs, Real* final_state, const Real* X, const Real* h0,
                      const Real* params, const int64_t* lengths, int64_t N, int64_t T,
                      const Net& net, bool return_sequences, Real* work) {
-    const int64_t kept = forward_kept_steps(T, net, return_sequences);
-    Real* caches = work;                  // (L, N, kept, C·H), then forward_work_size's
-    Real* scratch = caches + net.L * N * kept * cell_sizes(net.cell).cache * net.H;
+    Real* caches = work;                  // then forward_work_size's scratch
+    Real* scratch = caches + predict_cache_size(N, T, net, return_sequences);
     forward_kept(caches, outputs, final_state, X, h0, params, lengths, N, T, net,
-                 return_sequences, kept, scratch);
+                 return_sequences, forward_kept_steps(T, net, return_sequences), scratch);
 }
 
 template <typename Real>
