@@ -244,6 +244,34 @@ bool forward_in_place(const CellSizes& cs, int64_t N, int64_t GH) {
            (N >= kTileRows || GH == padded<Real>(GH));
 }
 
+// W^T of more bytes than this does not stay in a core's L1 data cache (32-48 KiB) from one step
+// to the next.
+constexpr int64_t kL1Bytes = 32 * 1024;
+
+// acc (rows, cols) += h_prev (rows, H) W^T (H, cols): a step's recurrent product. A batch of
+// fewer records than a tile streams all of W^T at every step (gemm_tiled), and when W^T does
+// not fit in L1 every step would read it all from L2 (W1's 100 x 104 doubles: 83 KB). So the
+// columns go in two halves, in alternate orders at alternate steps: the half a step reads last
+// is still in L1 when the next step reads it first (a matrix-vector chain then takes 0.93
+// rather than 1.1 us a step). Each column is still one sum over k in increasing order: the
+// same bits in either order.
+template <typename Real>
+void recurrent_product(Real* acc, int64_t ld_acc, const Real* h_prev, int64_t ld_prev,
+                       const PackedB<Real>& w, int64_t rows, int64_t cols, int64_t H,
+                       int64_t t) {
+    constexpr int64_t lanes = 64 / int64_t(sizeof(Real));
+    if (rows >= kTileRows || H * cols * int64_t(sizeof(Real)) <= kL1Bytes || cols < 2 * lanes)
+        return gemm_accumulate_packed(acc, ld_acc, h_prev, ld_prev, w, rows, cols, H);
+    const int64_t split = cols / lanes / 2 * lanes;   // whole vectors on the left
+    const int64_t c0[2] = {0, split}, nc[2] = {split, cols - split};
+    for (int64_t i = 0; i < 2; ++i) {
+        const int64_t half = (t + i) % 2;
+        const PackedB<Real> part{w.B + c0[half], w.ldb, nullptr, w.isa};
+        gemm_accumulate_packed(acc + c0[half], ld_acc, h_prev, ld_prev, part, rows, nc[half],
+                               H);
+    }
+}
+
 }  // namespace
 
 int64_t forward_work_size(int64_t N, int64_t T, const Net& net) {
@@ -365,8 +393,8 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
                                            : (state0 ? state0 + n0 * L * SH : nullptr);
                 const int64_t ld_prev = t > 0 ? ld : L * SH;
                 if (h_prev)
-                    gemm_accumulate_packed(acc_r + (in_place ? at : 0), ld_acc, h_prev,
-                                           ld_prev, w, rows, cols, H);
+                    recurrent_product(acc_r + (in_place ? at : 0), ld_acc, h_prev, ld_prev, w,
+                                      rows, cols, H, t);
                 for (int64_t n = n0; n < n1; ++n) {
                     Real* c = cache + n * ld + at;
                     if (t >= length_of(lengths, n, T)) {   // padding: the state stays
