@@ -6,7 +6,8 @@
 // takes chunk w, so that a record's rows stay in one core's cache from the forward pass to the
 // backward sweeps, and no thread is created per call (a minibatch of W2 makes four parallel
 // regions, each as short as a few hundred microseconds). A worker spins briefly for the next
-// region before it sleeps. One region runs on the pool at a time; a call that finds the pool
+// region before it sleeps; one that the last region had no chunk for (set_num_threads lowered
+// the count) sleeps at once. One region runs on the pool at a time; a call that finds the pool
 // busy (another Python thread, or a call from inside a region) starts threads of its own for
 // its chunks, which compute exactly the same; one made from inside a region (a chunk that calls
 // parallel_for) runs its chunks one after another on its own thread. A child made by fork()
@@ -136,10 +137,11 @@ private:
     // Worker `index`: runs chunk `index` of every region after region `seen` that has one.
     void work(int index, uint64_t seen) {
         inside_region = true;
+        bool had_chunk = true;   // in the last region: a worker left out sleeps at once
         for (;;) {
-            // wait for the next region: spin, then sleep
+            // wait for the next region: spin (if the last one had work for it), then sleep
             for (int spin = 0; generation_.load(std::memory_order_acquire) == seen; ++spin) {
-                if (spin < kSpins) {
+                if (had_chunk && spin < kSpins) {
                     pause();
                     continue;
                 }
@@ -157,7 +159,8 @@ private:
                 n = n_;
                 chunks = chunks_;
             }
-            if (index >= chunks) continue;   // this region has fewer chunks than workers
+            had_chunk = index < chunks;
+            if (!had_chunk) continue;   // this region has fewer chunks than workers
             try {
                 (*fn)(chunk_bound(n, chunks, index), chunk_bound(n, chunks, index + 1));
             } catch (...) {
