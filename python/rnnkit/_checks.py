@@ -76,6 +76,10 @@ def as_real_array(value: Any, name: str, dtype: np.dtype) -> np.ndarray:
                         f"got dtype {arr.dtype}")
     if arr.ndim == 0:
         raise TypeError(f"{name} must be an array, got a 0-d array (a scalar): {value!r}")
+    if arr.dtype == dtype and arr.flags.c_contiguous:   # as it is: one pass, no copy
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} contains NaN or Inf")
+        return arr
     try:
         if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
             raise ValueError(f"{name} contains NaN or Inf")
