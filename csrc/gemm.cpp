@@ -55,6 +55,21 @@ RNNKIT_INLINE void gemm_plain(Real* C, int64_t ldc, const Real* A, int64_t sm, i
     }
 }
 
+// C[m, j] = b[j] + x[m * sx] u[j] (0 for a null b), one pass over C: what setting C's rows to b
+// and then accumulating the one-input product x u would give, bit for bit (the same madd).
+template <bool Fma, typename Real>
+RNNKIT_INLINE void outer_plus_bias(Real* C, int64_t ldc, const Real* x, int64_t sx,
+                                   const Real* u, const Real* b, int64_t M, int64_t N) {
+    for (int64_t m = 0; m < M; ++m) {
+        const Real a = x[m * sx];
+        Real* c = C + m * ldc;
+        if (b)
+            for (int64_t j = 0; j < N; ++j) c[j] = madd<Fma>(a, u[j], b[j]);
+        else
+            for (int64_t j = 0; j < N; ++j) c[j] = madd<Fma>(a, u[j], Real(0));
+    }
+}
+
 // C[0:MR, 0:NV*L] += A[0:MR, :] B[:, 0:NV*L] with the block of C in registers. `acc += a * b`
 // on vectors becomes one fused instruction because this file is compiled -ffp-contract=fast
 // (GCC and Clang contract it at -O3 wherever the target has FMA); the tests check that this
@@ -247,6 +262,11 @@ RNNKIT_INLINE void gemm_tiled(Real* C, int64_t ldc, const Real* A, int64_t sm, i
     attributes void name##_plain(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk,             \
                                  const Real* B, int64_t ldb, int64_t M, int64_t N, int64_t K) { \
         gemm_plain<Fma>(C, ldc, A, sm, sk, B, ldb, M, N, K);                                       \
+    }                                                                                          \
+    template <typename Real>                                                                   \
+    attributes void name##_outer(Real* C, int64_t ldc, const Real* x, int64_t sx, const Real* u, \
+                                 const Real* b, int64_t M, int64_t N) {                        \
+        outer_plus_bias<Fma>(C, ldc, x, sx, u, b, M, N);                                       \
     }
 
 // the rows of each level's tile
@@ -325,6 +345,24 @@ void gemm_accumulate_at(Real* C, int64_t ldc, const Real* A, int64_t lda, const 
 }
 
 template <typename Real>
+void set_outer_plus_bias(Real* C, int64_t ldc, const Real* x, int64_t sx, const Real* u,
+                         const Real* b, int64_t M, int64_t N) {
+    if (M <= 0 || N <= 0) return;
+    if (use_plain.load(std::memory_order_relaxed)) {   // as the two steps it replaces
+        for (int64_t m = 0; m < M; ++m)
+            for (int64_t j = 0; j < N; ++j) C[m * ldc + j] = b ? b[j] : Real(0);
+        return gemm_accumulate(C, ldc, x, sx, u, N, M, N, int64_t(1));
+    }
+    switch (current_isa.load(std::memory_order_relaxed)) {
+#if RNNKIT_X86
+        case Isa::Avx512: return avx512_outer(C, ldc, x, sx, u, b, M, N);
+        case Isa::Avx2: return avx2_outer(C, ldc, x, sx, u, b, M, N);
+#endif
+        default: return baseline_outer(C, ldc, x, sx, u, b, M, N);
+    }
+}
+
+template <typename Real>
 PackedB<Real> pack_b(Real* buffer, const Real* B, int64_t ldb, int64_t K, int64_t N, Isa isa,
                      int64_t max_rows) {
     // products of fewer rows than a tile stream B itself (gemm_tiled): no copy then
@@ -357,6 +395,8 @@ void gemm_accumulate_packed(Real* C, int64_t ldc, const Real* A, int64_t lda,
 }
 
 #define RNNKIT_INSTANTIATE(Real)                                                              \
+    template void set_outer_plus_bias(Real*, int64_t, const Real*, int64_t, const Real*,       \
+                                      const Real*, int64_t, int64_t);                          \
     template PackedB<Real> pack_b(Real*, const Real*, int64_t, int64_t, int64_t, Isa, int64_t); \
     template void gemm_accumulate_packed(Real*, int64_t, const Real*, int64_t,                 \
                                          const PackedB<Real>&, int64_t, int64_t, int64_t);

@@ -373,9 +373,13 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
                     Real* ax_t = ax_in_acc ? acc_r + (in_place ? at : 0)
                                            : ax_all + (n0 * T + t) * GH;
                     const int64_t ld_ax = ax_in_acc ? ld_acc : T * GH;
-                    fill_rows(ax_t, ld_ax, p.b_ih, rows, GH);
-                    gemm_accumulate(ax_t, ld_ax, input + (n0 * T + t) * ld_in, T * ld_in, UT,
-                                    GH, rows, GH, In);
+                    const Real* x_t = input + (n0 * T + t) * ld_in;
+                    if (In == 1) {   // b_ih + x_t u^T in one pass
+                        set_outer_plus_bias(ax_t, ld_ax, x_t, T * ld_in, UT, p.b_ih, rows, GH);
+                    } else {
+                        fill_rows(ax_t, ld_ax, p.b_ih, rows, GH);
+                        gemm_accumulate(ax_t, ld_ax, x_t, T * ld_in, UT, GH, rows, GH, In);
+                    }
                 }
                 // A_h = W h_{t-1} + b_hh (plus A_x when the cell only needs the sum)
                 for (int64_t n = n0; n < n1; ++n) {
