@@ -307,15 +307,17 @@ namespace {
 
 // `kept` is the number of steps of each record's cache that hidden_states holds: T, or (one
 // layer, many-to-one: forward_kept_steps) 2, step t then in slot t % 2 over step t - 2's.
+// `CS` (>= C·H) is the scalars from one step's cache to the next step's (cache_stride).
 template <typename Cell, typename Real>
 void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const Real* X,
                   const Real* h0, const Real* params, const int64_t* lengths, int64_t N,
-                  int64_t T, const Net& net, bool return_sequences, int64_t kept, Real* work) {
+                  int64_t T, const Net& net, bool return_sequences, int64_t kept, int64_t CS,
+                  Real* work) {
     const int64_t H = net.H, O = net.O, L = net.L;
     const int64_t GH = Cell::gates * H, GHp = padded<Real>(GH);
     const int64_t SH = Cell::state * H, CH = Cell::cache * H;
-    const int64_t ld = kept * CH;               // from one record's cache to the next record's
-    const auto slot = [&](int64_t t) { return (t % kept) * CH; };   // step t in a record's cache
+    const int64_t ld = kept * CS;               // from one record's cache to the next record's
+    const auto slot = [&](int64_t t) { return (t % kept) * CS; };   // step t in a record's cache
     Real* UT = work;                            // (In, G·H) = U^T: A_x (T, G·H) = x (T, In) U^T
     Real* WT = UT + std::max(net.I, H) * GH;    // (H, cols) = W^T, zero-padded to `cols`
     Real* WT_packed = WT + H * GHp;             // WT packed for the per-step products
@@ -334,7 +336,7 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
         const int64_t In = p.In;
         // layer 0 reads X; layer l reads the h of layer l-1's cache
         const Real* input = l == 0 ? X : hidden_states + (l - 1) * N * ld;
-        const int64_t ld_in = l == 0 ? In : CH;  // from one step's input to the next
+        const int64_t ld_in = l == 0 ? In : CS;  // from one step's input to the next
         Real* cache = hidden_states + l * N * ld;
         transpose(UT, GH, p.U, In, In, GH);
         transpose(WT, cols, p.W, H, H, GH);
@@ -353,16 +355,16 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
             // steps (in place, A_x of every step would not fit in it). Otherwise for all the
             // steps of a record at once: one product of T rows rather than T that would each
             // stream U.
-            Real* const ax_all = in_place ? cache : Ax;
             const bool ax_by_step = rows >= kTileRows || In == 1 || kept < T;
             // step by step, a cell that needs only A_x + A_h gets A_x in its a_t rows
             // themselves (in place, the cache; else acc's), where A_h is then added: no copy
             const bool ax_in_acc = ax_by_step && Cell::sums_projections;
-            if (!ax_by_step)
+            if (!ax_by_step)   // (here kept == T: in place, record n's cache rows at n ld)
                 for (int64_t n = n0; n < n1; ++n) {
-                    Real* ax = ax_all + n * T * GH;
-                    fill_rows(ax, GH, p.b_ih, T, GH);
-                    gemm_accumulate(ax, GH, input + n * T * ld_in, ld_in, UT, GH, T, GH, In);
+                    Real* ax = in_place ? cache + n * ld : Ax + n * T * GH;
+                    const int64_t ld_ax = in_place ? CS : GH;
+                    fill_rows(ax, ld_ax, p.b_ih, T, GH);
+                    gemm_accumulate(ax, ld_ax, input + n * T * ld_in, ld_in, UT, GH, T, GH, In);
                 }
             Real* acc_r = in_place ? cache + n0 * ld : acc + n0 * GHp;   // a_t's rows
             const int64_t ld_acc = in_place ? ld : GHp;
@@ -371,7 +373,7 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
                 const int64_t at = slot(t), at_prev = t > 0 ? slot(t - 1) : 0;
                 if (ax_by_step) {   // A_x of this step's rows, one product for them all
                     Real* ax_t = ax_in_acc ? acc_r + (in_place ? at : 0)
-                                           : ax_all + (n0 * T + t) * GH;
+                                           : Ax + (n0 * T + t) * GH;
                     const int64_t ld_ax = ax_in_acc ? ld_acc : T * GH;
                     const Real* x_t = input + (n0 * T + t) * ld_in;
                     if (In == 1) {   // b_ih + x_t u^T in one pass
@@ -384,7 +386,7 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
                 // A_h = W h_{t-1} + b_hh (plus A_x when the cell only needs the sum)
                 for (int64_t n = n0; n < n1; ++n) {
                     Real* a = acc_r + (n - n0) * ld_acc + (in_place ? at : 0);
-                    const Real* ax = ax_all + (n * T + t) * GH;
+                    const Real* ax = Ax + (n * T + t) * GH;
                     if (!in_place && !Cell::sums_projections) {
                         fill_rows(a, GH, p.b_hh, 1, GH);          // A_h starts at b_hh (or 0)
                         continue;
@@ -425,7 +427,7 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
             for (int64_t n = n0; n < n1; ++n) {
                 Real* y = outputs + n * T * O;
                 fill_rows(y, O, c, T, O);
-                gemm_accumulate(y, O, top + n * ld, CH, VT, O, T, O, H);
+                gemm_accumulate(y, O, top + n * ld, CS, VT, O, T, O, H);
                 const int64_t len = length_of(lengths, n, T);
                 zero_buffer(y + len * O, (T - len) * O);   // padded steps output 0
             }
@@ -491,11 +493,11 @@ template <typename Cell, typename Real>
 double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
                      const Real* params, const Real* hidden_states, const Real* outputs,
                      const int64_t* lengths, int64_t N, int64_t T, const Net& net,
-                     bool return_sequences, int64_t k, Real* work) {
+                     bool return_sequences, int64_t k, int64_t CS, Real* work) {
     const int64_t H = net.H, O = net.O, L = net.L, I = net.I;
     const int64_t GH = Cell::gates * H, Hp = padded<Real>(H);
-    const int64_t SH = Cell::state * H, CH = Cell::cache * H, DS = Cell::state * Hp;
-    const int64_t ld = T * CH;                  // from one record's cache to the next record's
+    const int64_t SH = Cell::state * H, DS = Cell::state * Hp;
+    const int64_t ld = T * CS;                  // from one record's cache to the next record's
     const int64_t TH = T * H;
     const bool full = k < 0 || k >= T - 1;
     // many-to-many and truncated: each loss term sweeps its own window through every layer
@@ -560,7 +562,7 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
             zero_buffer(inj_top + n * TH + (len - 1) * H, H);
         for (int64_t t = return_sequences ? 0 : len - 1; t < len; ++t) {
             const Real* gy = return_sequences ? dy + (n * T + t) * O : dy + n * O;
-            const Real* h = top + n * ld + t * CH;
+            const Real* h = top + n * ld + t * CS;
             for (int64_t o = 0; o < O; ++o) {
                 Real* dVo = dV + o * H;
                 for (int64_t j = 0; j < H; ++j) dVo[j] += gy[o] * h[j];
@@ -616,11 +618,11 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
                               : (Cell::separate_dh ? dhs + n0 * GH : dx);
             {
                 const bool first = s == 0;   // the state before: h0's rows, or zero
-                const Real* prev = !first ? cache + n0 * ld + (s - 1) * CH
+                const Real* prev = !first ? cache + n0 * ld + (s - 1) * CS
                                           : (state0 ? state0 + n0 * L * SH : zero_state);
                 const int64_t ld_prev = !first ? ld : (state0 ? L * SH : 0);
                 backward_rows<Cell>(StepRows<Real>{dx, dh, ld_step, ds_prev, ds, DS, Hp,
-                                                   cache + n0 * ld + s * CH, ld, prev, ld_prev,
+                                                   cache + n0 * ld + s * CS, ld, prev, ld_prev,
                                                    rows, H, net.act});
             }
             if (!direct) {
@@ -715,7 +717,7 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
         const int64_t In = p.In;
         const Real* cache = hidden_states + l * N * ld;
         const Real* input = l == 0 ? X : hidden_states + (l - 1) * N * ld;
-        const int64_t ld_in = l == 0 ? In : CH;
+        const int64_t ld_in = l == 0 ? In : CS;
         const Real* state0 = h0 ? h0 + l * SH : nullptr;
         if (pack_x)
             parallel_for(N, min_rows_per_thread(steps, H + In), [&](int64_t n0, int64_t n1) {
@@ -724,7 +726,7 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
                         const int64_t q = n * steps + s - first_step;
                         if (!contiguous) {
                             const Real* h_prev =
-                                s > 0 ? cache + n * ld + (s - 1) * CH
+                                s > 0 ? cache + n * ld + (s - 1) * CS
                                       : (state0 ? state0 + n * L * SH : zero_state);
                             std::copy(h_prev, h_prev + H, Hprev + q * H);
                         }
@@ -772,7 +774,7 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
                     gemm_accumulate_at(g.W + r0 * H, H, Dh + r0, T * GH, state0, L * SH, rows,
                                        H, N);
                 for (int64_t n = 0; n < N; ++n) zero_buffer(Dh + n * T * GH + r0, rows);
-                gemm_accumulate_at(g.W + r0 * H, H, Dh + GH + r0, GH, cache, CH, rows, H,
+                gemm_accumulate_at(g.W + r0 * H, H, Dh + GH + r0, GH, cache, CS, rows, H,
                                    N * T - 1);
             }
         });
@@ -780,16 +782,23 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
     return sum_sq / double(count);
 }
 
+// The scalars from one step's cache to the next: `cache_stride`, or C·H if it is 0.
+int64_t step_stride(const Net& net, int64_t cache_stride) {
+    return cache_stride > 0 ? cache_stride : cell_sizes(net.cell).cache * net.H;
+}
+
 // network_forward with `kept` steps of each record's cache (forward_cell).
 template <typename Real>
 void forward_kept(Real* hidden_states, Real* outputs, Real* final_state, const Real* X,
                   const Real* h0, const Real* params, const int64_t* lengths, int64_t N,
-                  int64_t T, const Net& net, bool return_sequences, int64_t kept, Real* work) {
+                  int64_t T, const Net& net, bool return_sequences, int64_t kept,
+                  int64_t cache_stride, Real* work) {
+    const int64_t CS = step_stride(net, cache_stride);
     switch (net.cell) {
 #define RNNKIT_FORWARD(Enum, Struct, name)                                                    \
     case Cell::Enum:                                                                          \
         return forward_cell<Struct>(hidden_states, outputs, final_state, X, h0, params,       \
-                                    lengths, N, T, net, return_sequences, kept, work);
+                                    lengths, N, T, net, return_sequences, kept, CS, work);
         RNNKIT_CELLS(RNNKIT_FORWARD)
 #undef RNNKIT_FORWARD
     }
@@ -820,9 +829,10 @@ int64_t predict_work_size(int64_t N, int64_t T, const Net& net, bool return_sequ
 template <typename Real>
 void network_forward(Real* hidden_states, Real* outputs, Real* final_state, const Real* X,
                      const Real* h0, const Real* params, const int64_t* lengths, int64_t N,
-                     int64_t T, const Net& net, bool return_sequences, Real* work) {
+                     int64_t T, const Net& net, bool return_sequences, Real* work,
+                     int64_t cache_stride) {
     forward_kept(hidden_states, outputs, final_state, X, h0, params, lengths, N, T, net,
-                 return_sequences, T, work);
+                 return_sequences, T, cache_stride, work);
 }
 
 template <typename Real>
@@ -832,19 +842,20 @@ void network_predict(Real* outputs, Real* final_state, const Real* X, const Real
     Real* caches = work;                  // then forward_work_size's scratch
     Real* scratch = caches + predict_cache_size(N, T, net, return_sequences);
     forward_kept(caches, outputs, final_state, X, h0, params, lengths, N, T, net,
-                 return_sequences, forward_kept_steps(T, net, return_sequences), scratch);
+                 return_sequences, forward_kept_steps(T, net, return_sequences), 0, scratch);
 }
 
 template <typename Real>
 double network_backward(Real* grad, const Real* X, const Real* Y, const Real* h0,
                         const Real* params, const Real* hidden_states, const Real* outputs,
                         const int64_t* lengths, int64_t N, int64_t T, const Net& net,
-                        bool return_sequences, int64_t k, Real* work) {
+                        bool return_sequences, int64_t k, Real* work, int64_t cache_stride) {
+    const int64_t CS = step_stride(net, cache_stride);
     switch (net.cell) {
 #define RNNKIT_BACKWARD(Enum, Struct, name)                                                   \
     case Cell::Enum:                                                                          \
         return backward_cell<Struct>(grad, X, Y, h0, params, hidden_states, outputs, lengths, \
-                                     N, T, net, return_sequences, k, work);
+                                     N, T, net, return_sequences, k, CS, work);
         RNNKIT_CELLS(RNNKIT_BACKWARD)
 #undef RNNKIT_BACKWARD
     }
@@ -854,12 +865,14 @@ double network_backward(Real* grad, const Real* X, const Real* Y, const Real* h0
 #define RNNKIT_INSTANTIATE(Real)                                                              \
     template void zero_buffer(Real*, int64_t);                                                 \
     template void network_forward(Real*, Real*, Real*, const Real*, const Real*, const Real*,  \
-                                  const int64_t*, int64_t, int64_t, const Net&, bool, Real*);  \
+                                  const int64_t*, int64_t, int64_t, const Net&, bool, Real*,   \
+                                  int64_t);                                                    \
     template void network_predict(Real*, Real*, const Real*, const Real*, const Real*,          \
                                   const int64_t*, int64_t, int64_t, const Net&, bool, Real*);  \
     template double network_backward(Real*, const Real*, const Real*, const Real*,             \
                                      const Real*, const Real*, const Real*, const int64_t*,    \
-                                     int64_t, int64_t, const Net&, bool, int64_t, Real*);
+                                     int64_t, int64_t, const Net&, bool, int64_t, Real*,      \
+                                     int64_t);
 RNNKIT_INSTANTIATE(float)
 RNNKIT_INSTANTIATE(double)
 #undef RNNKIT_INSTANTIATE

@@ -124,7 +124,9 @@ int64_t backward_work_size(int64_t N, int64_t T, const Net& net, bool return_seq
 // Forward over a batch (docs/architecture.md): each layer runs its cell over the steps, the
 // output layer reads the top layer's h: y_t = V h_t + c. With `lengths`, record n's steps
 // t >= lengths[n] keep the previous step's cache (its state does not change) and, with
-// return_sequences, output 0.
+// return_sequences, output 0. With cache_stride > C·H, each step's cache row in hidden_states
+// is that many scalars long, C·H of them written (train_epoch's scratch: see there); the
+// backward pass then reads them with the same cache_stride.
 template <typename Real>
 void network_forward(Real* hidden_states,   // (L, N, T, C·H) out: every layer's cache
                      Real* outputs,         // (N, T, O) out, or (N, O) out if !return_sequences
@@ -134,7 +136,8 @@ void network_forward(Real* hidden_states,   // (L, N, T, C·H) out: every layer'
                      const Real* params,    // (P,)
                      const int64_t* lengths,  // (N,) in [1, T], or null: all T
                      int64_t N, int64_t T, const Net& net, bool return_sequences,
-                     Real* work);           // forward_work_size(N, T, net)
+                     Real* work,            // forward_work_size(N, T, net)
+                     int64_t cache_stride = 0);   // 0: C·H
 
 // network_forward for a caller that needs only the outputs and the final state (prediction,
 // evaluation): with one layer, many-to-one, it keeps two steps of each record's cache rather
@@ -162,7 +165,8 @@ double network_backward(Real* grad,                 // (P,) accumulated into
                         const int64_t* lengths,     // (N,) in [1, T], or null: all T
                         int64_t N, int64_t T, const Net& net, bool return_sequences,
                         int64_t k,
-                        Real* work);                // backward_work_size(N, T, net, ...)
+                        Real* work,                 // backward_work_size(N, T, net, ...)
+                        int64_t cache_stride = 0);  // as network_forward's
 
 // Autoregressive rollout (forecast.cpp), for models with I == O: run the context X from h0,
 // take y_T as the first forecast, then feed each forecast back as the next step's input,
