@@ -21,11 +21,13 @@ EpochResult train_epoch(double* losses, Real* params, Real* momentum_buffer, Rea
     const int64_t P = param_count(net);
     const int64_t I = net.I;
     const int64_t y_row = (return_sequences ? T : 1) * net.O;   // scalars of Y per record
-    // Each step's cache row padded by one cache line: with T·C·H scalars from one record's
-    // cache to the next, a multiple of 4 KiB (W3: 50 x 512 floats), the rows of the records
-    // that a step's product tile reads and writes all map to the same L1 set, and conflict
-    // (W3's forward product: 90 GFLOP/s so, 100 with the padding)
-    const int64_t cache_stride = cell_sizes(net.cell).cache * net.H + 64 / int64_t(sizeof(Real));
+    // With T·C·H scalars from one record's cache to the next a multiple of 4 KiB (W3: 50 x 512
+    // floats), the rows of the records that a step's product tile reads and writes all map to
+    // the same L1 set, and conflict: then each step's cache row is padded by one cache line
+    // (W3's forward product alone: 73 GFLOP/s so, 84 with the padding, benchmarks/kernels).
+    const int64_t CH = cell_sizes(net.cell).cache * net.H;
+    const bool aliased = T * CH * int64_t(sizeof(Real)) % 4096 == 0;
+    const int64_t cache_stride = CH + (aliased ? 64 / int64_t(sizeof(Real)) : 0);
     const int64_t cache_row = net.L * T * cache_stride;
     std::vector<Real> xb(size_t(B * T * I)), yb(size_t(B * y_row));
     std::vector<int64_t> lb(lengths ? size_t(B) : 0);

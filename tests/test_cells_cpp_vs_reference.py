@@ -268,11 +268,14 @@ OPTIMIZERS = {"sgd-momentum": rnnkit.SGD(lr=0.05, momentum=0.9, weight_decay=1e-
               "adam": rnnkit.Adam(lr=0.01, weight_decay=1e-3)}
 
 
-def compare_training(cell, L, opt_name, return_sequences, k, dtype, key):
+def compare_training(cell, L, opt_name, return_sequences, k, dtype, key, hidden=H,
+                     weight_scale=1.0):
     n = 11                                               # batches of 4, 4, 3
-    params, X, Y, _ = make_problem(key, cell, L, True, return_sequences, dtype, False, n=n)
+    params, X, Y, _ = make_problem(key, cell, L, True, return_sequences, dtype, False, n=n,
+                                   hidden=hidden)
+    params *= weight_scale
     lengths = np.array([6, 1, 3, 6, 5, 2, 4, 6, 1, 3, 5], dtype=np.int64)
-    sp = spec(cell, L)
+    sp = spec(cell, L, hidden=hidden)
     results = {b: run_epochs(b, X, Y, params, OPTIMIZERS[opt_name], lengths, sp, k)
                for b in (ref, _core)}
     (bl_r, el_r, p_r, o_r), (bl_c, el_c, p_c, o_c) = results[ref], results[_core]
@@ -312,6 +315,21 @@ def test_train_epoch_run_matches(cell, L, opt_name, return_sequences, k):
 def test_train_epoch_run_matches_deep_and_float32(cell, opt_name):
     compare_training(cell, 3, opt_name, True, 2, np.float64, ("train3", cell, opt_name))
     compare_training(cell, 2, opt_name, True, 2, np.float32, ("train32", cell, opt_name))
+
+
+@pytest.mark.parametrize("k", [None, 2], ids=lambda k: f"k{k}")
+@pytest.mark.parametrize("return_sequences", [False, True], ids=["m2one", "m2many"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_train_epoch_run_matches_with_padded_cache_rows(cell, return_sequences, k):
+    """H = 256 in float64 with T = 6: T·C·H·8 bytes from one record's cache to the next is a
+    multiple of 4 KiB for every cell (C = 1, 5, 7), where train_epoch pads each step's cache row
+    by a cache line (csrc/train_epoch.cpp); two layers, lengths, Adam's state. The weights are
+    scaled to U(±0.6/16) (±1/√H, as the models draw them): at U(±0.6) the 256-wide sums saturate
+    the cells and the training diverges, and the backends' roundings with it."""
+    assert T == 6 and all(T * C * 256 * 8 % 4096 == 0 for C in (1, 5, 7))
+    compare_training(cell, 2, "adam", return_sequences, k, np.float64,
+                     ("train-padded", cell, return_sequences, k), hidden=256,
+                     weight_scale=1 / 16)
 
 
 @pytest.mark.parametrize("return_sequences", [False, True], ids=["m2one", "m2many"])
