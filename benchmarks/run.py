@@ -52,6 +52,10 @@ DEFAULT_EPOCHS = {"W1": (20, 5), "W2": (7, 2), "W3": (3, 1),
 # the workloads run without --workloads: issue 3's and the one-layer GRU and LSTM of issue 5
 # (W2-LSTM2, three times W2-LSTM's work, only when asked for)
 DEFAULT_WORKLOADS = "W1,W2,W3,W2-GRU,W2-LSTM"
+# Above one thread, the pause before each timed epoch: the previous implementation's idle
+# threads stop spinning in it (OpenBLAS's spin for about 0.1 s after each call; OpenMP and
+# XLA's pools more briefly) and would otherwise take the core from the next one's threads.
+SETTLE_SECONDS = 0.3
 # seconds of timed epochs each implementation gets per workload and thread count: (full, quick);
 # the reference (a Python loop) gets less. An implementation whose first epoch already takes
 # longer than its budget is timed by that first epoch alone.
@@ -211,6 +215,8 @@ def run_session(name: str, threads: int, impl_names: List[str], epochs: int, bud
             for impl in order[shift:] + order[:shift]:
                 r = out["impls"].get(impl)
                 if r is not None and len(r["times"]) < counts[impl]:
+                    if threads > 1 and not tiny:
+                        time.sleep(SETTLE_SECONDS)
                     try:
                         msg = workers[impl].epoch()
                     except RuntimeError as exc:
