@@ -396,8 +396,8 @@ def report(args, sessions: List[dict], peaks, processes: List[dict], started: fl
                 f"{len(r['times'])}{'*' if r.get('first_only') else ''} | {ratio} | {r['gflops']:.2f} | {frac} | "
                 f"{r['cpu_per_wall']:.2f} | {r['rel_diff']:.1e} |")
     lines.append("")
-    lines.append("FMA peak (GFLOP/s, the best of the runs: three before the first workload, one "
-                 "after each): " + "; ".join(
+    lines.append(f"FMA peak (GFLOP/s, the best of the runs: {1 if args.quick else 3} before the "
+                 "first workload, one after each): " + "; ".join(
         f"{dtype} " + ", ".join(f"{n} thread{'s' if n > 1 else ''} {v:.1f}"
                                 for n, v in by_n.items())
         for dtype, by_n in peaks.items()) + ".")

@@ -303,6 +303,14 @@ void set_isa(Isa isa) {
 
 void set_plain_loops(bool plain) { use_plain.store(plain); }
 
+int64_t tile_rows(Isa isa) {
+    switch (isa) {
+        case Isa::Avx512: return kAvx512Rows;
+        case Isa::Avx2: return kAvx2Rows;
+        default: return kBaselineRows;
+    }
+}
+
 bool plain_loops() { return use_plain.load(); }
 
 namespace {

@@ -249,18 +249,19 @@ bool forward_in_place(const CellSizes& cs, int64_t N, int64_t GH) {
 constexpr int64_t kL1Bytes = 32 * 1024;
 
 // acc (rows, cols) += h_prev (rows, H) W^T (H, cols): a step's recurrent product. A batch of
-// fewer records than a tile streams all of W^T at every step (gemm_tiled), and when W^T does
-// not fit in L1 every step would read it all from L2 (W1's 100 x 104 doubles: 83 KB). So the
-// columns go in two halves, in alternate orders at alternate steps: the half a step reads last
-// is still in L1 when the next step reads it first (a matrix-vector chain then takes 0.93
-// rather than 1.1 us a step). Each column is still one sum over k in increasing order: the
-// same bits in either order.
+// fewer records than the level's tile streams all of W^T at every step (gemm_tiled), and when
+// W^T does not fit in L1 every step would read it all from L2 (W1's 100 x 104 doubles: 83 KB).
+// So the columns go in two halves, in alternate orders at alternate steps: the half a step
+// reads last is still in L1 when the next step reads it first (the matrix-vector chain alone:
+// benchmarks/kernels, `run.sh chain`). Each column is still one sum over k in increasing
+// order: the same bits in either order.
 template <typename Real>
 void recurrent_product(Real* acc, int64_t ld_acc, const Real* h_prev, int64_t ld_prev,
                        const PackedB<Real>& w, int64_t rows, int64_t cols, int64_t H,
                        int64_t t) {
     constexpr int64_t lanes = 64 / int64_t(sizeof(Real));
-    if (rows >= kTileRows || H * cols * int64_t(sizeof(Real)) <= kL1Bytes || cols < 2 * lanes)
+    if (rows >= tile_rows(w.isa) || H * cols * int64_t(sizeof(Real)) <= kL1Bytes ||
+        cols < 2 * lanes)
         return gemm_accumulate_packed(acc, ld_acc, h_prev, ld_prev, w, rows, cols, H);
     const int64_t split = cols / lanes / 2 * lanes;   // whole vectors on the left
     const int64_t c0[2] = {0, split}, nc[2] = {split, cols - split};

@@ -105,6 +105,9 @@ void set_isa(Isa isa);  // throws std::invalid_argument above best_isa()
 // The plain loops instead of the register-tiled ones (bitwise-identical results; for tests).
 void set_plain_loops(bool plain);
 bool plain_loops();
+// The rows of C the tiled product of level `isa` keeps in registers: a product of fewer rows
+// streams B itself, one row at a time.
+int64_t tile_rows(Isa isa);
 
 // Threads: parallel_for(n, min_chunk, fn) runs fn(begin, end) over at most num_threads()
 // contiguous chunks of [0, n), each at least min_chunk long, the first on the calling thread.

@@ -6,12 +6,12 @@
 // takes chunk w, so that a record's rows stay in one core's cache from the forward pass to the
 // backward sweeps, and no thread is created per call (a minibatch of W2 makes four parallel
 // regions, each as short as a few hundred microseconds). A worker spins briefly for the next
-// region before it sleeps; one that the last region had no chunk for (set_num_threads lowered
-// the count) sleeps at once. One region runs on the pool at a time; a call that finds the pool
-// busy (another Python thread, or a call from inside a region) starts threads of its own for
-// its chunks, which compute exactly the same; one made from inside a region (a chunk that calls
-// parallel_for) runs its chunks one after another on its own thread. A child made by fork()
-// starts a new pool.
+// region before it sleeps; one that the last region had no chunk for (a region of fewer chunks
+// than workers: after set_num_threads lowered the count, or a small one) sleeps at once. One
+// region runs on the pool at a time; a call that finds the pool busy (another Python thread,
+// or a call from inside a region) starts threads of its own for its chunks, which compute
+// exactly the same; one made from inside a region (a chunk that calls parallel_for) runs its
+// chunks one after another on its own thread. A child made by fork() starts a new pool.
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>

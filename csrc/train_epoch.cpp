@@ -24,9 +24,10 @@ EpochResult train_epoch(double* losses, Real* params, Real* momentum_buffer, Rea
     // With T·C·H scalars from one record's cache to the next a multiple of 4 KiB (W3: 50 x 512
     // floats), the rows of the records that a step's product tile reads and writes all map to
     // the same L1 set, and conflict: then each step's cache row is padded by one cache line
-    // (W3's forward product alone: 73 GFLOP/s so, 84 with the padding, benchmarks/kernels).
+    // (W3's forward product alone: 73 GFLOP/s so, 84 with the padding, benchmarks/kernels),
+    // unless T is a multiple of 64, where T lines of padding are a multiple of 4 KiB again.
     const int64_t CH = cell_sizes(net.cell).cache * net.H;
-    const bool aliased = T * CH * int64_t(sizeof(Real)) % 4096 == 0;
+    const bool aliased = T * CH * int64_t(sizeof(Real)) % 4096 == 0 && T % 64 != 0;
     const int64_t cache_stride = CH + (aliased ? 64 / int64_t(sizeof(Real)) : 0);
     const int64_t cache_row = net.L * T * cache_stride;
     std::vector<Real> xb(size_t(B * T * I)), yb(size_t(B * y_row));
