@@ -356,11 +356,6 @@ template <typename Real>
 void set_outer_plus_bias(Real* C, int64_t ldc, const Real* x, int64_t sx, const Real* u,
                          const Real* b, int64_t M, int64_t N) {
     if (M <= 0 || N <= 0) return;
-    if (use_plain.load(std::memory_order_relaxed)) {   // as the two steps it replaces
-        for (int64_t m = 0; m < M; ++m)
-            for (int64_t j = 0; j < N; ++j) C[m * ldc + j] = b ? b[j] : Real(0);
-        return gemm_accumulate(C, ldc, x, sx, u, N, M, N, int64_t(1));
-    }
     switch (current_isa.load(std::memory_order_relaxed)) {
 #if RNNKIT_X86
         case Isa::Avx512: return avx512_outer(C, ldc, x, sx, u, b, M, N);

@@ -377,7 +377,7 @@ void forward_cell(Real* hidden_states, Real* outputs, Real* final_state, const R
                                            : Ax + (n0 * T + t) * GH;
                     const int64_t ld_ax = ax_in_acc ? ld_acc : T * GH;
                     const Real* x_t = input + (n0 * T + t) * ld_in;
-                    if (In == 1) {   // b_ih + x_t u^T in one pass
+                    if (In == 1 && !plain_loops()) {   // b_ih + x_t u^T in one pass
                         set_outer_plus_bias(ax_t, ld_ax, x_t, T * ld_in, UT, p.b_ih, rows, GH);
                     } else {
                         fill_rows(ax_t, ld_ax, p.b_ih, rows, GH);

@@ -68,7 +68,8 @@ void gemm_accumulate_at(Real* C, int64_t ldc, const Real* A, int64_t lda, const 
                         int64_t ldb, int64_t M, int64_t N, int64_t K);
 
 // C (M, N) = 1 b^T + x u^T for x (M,) with stride sx, u (N,), b (N,) or null (zero): C's rows
-// set to b, then C += x (M, 1) u (1, N) by gemm_accumulate, in one pass with the same bits.
+// set to b, then C += x (M, 1) u (1, N) by gemm_accumulate, in one pass with the same bits (a
+// caller under set_plain_loops takes the two steps instead, so that the tests compare them).
 template <typename Real>
 void set_outer_plus_bias(Real* C, int64_t ldc, const Real* x, int64_t sx, const Real* u,
                          const Real* b, int64_t M, int64_t N);
