@@ -10,6 +10,7 @@ namespace rnnkit {
 struct GruCell {
     static constexpr int gates = 3, state = 1, cache = 5;
     static constexpr bool two_biases = true, sums_projections = false, separate_dh = true;
+    static constexpr bool state_only_via_W = false;
 
     template <typename Real>
     static void forward_row(Real* RNNKIT_RESTRICT cache, const Real* RNNKIT_RESTRICT ax,

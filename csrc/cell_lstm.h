@@ -13,6 +13,7 @@ namespace rnnkit {
 struct LstmCell {
     static constexpr int gates = 4, state = 2, cache = 7;
     static constexpr bool two_biases = true, sums_projections = true, separate_dh = false;
+    static constexpr bool state_only_via_W = false;
 
     template <typename Real>
     static void forward_row(Real* RNNKIT_RESTRICT cache, const Real*, Real* RNNKIT_RESTRICT a,

@@ -10,6 +10,7 @@ namespace rnnkit {
 struct RnnCell {
     static constexpr int gates = 1, state = 1, cache = 1;
     static constexpr bool two_biases = false, sums_projections = true, separate_dh = false;
+    static constexpr bool state_only_via_W = true;   // h_prev reaches h only through W
 
     template <typename Real>
     static void forward_row(Real* cache, const Real*, Real* a, const Real*, int64_t H,
@@ -19,22 +20,16 @@ struct RnnCell {
     }
 
     template <typename Real>
-    static void backward_row(Real* dx, Real*, Real* dstate_prev, const Real* dstate, int64_t,
+    static void backward_row(Real* dx, Real*, Real*, const Real* dstate, int64_t,
                              const Real* cache, const Real*, int64_t H, Activation act) {
-        with_activation(act, [&](auto a) {
-            backward_lanes<decltype(a)::value>(dx, dstate_prev, dstate, cache, H);
-        });
+        with_activation(act, [&](auto a) { backward_lanes<decltype(a)::value>(dx, dstate, cache, H); });
     }
 
     // backward_row's loop, with restrict pointers so that it vectorizes
     template <Activation A, typename Real>
-    static void backward_lanes(Real* RNNKIT_RESTRICT dx, Real* RNNKIT_RESTRICT dh_prev,
-                               const Real* RNNKIT_RESTRICT dh, const Real* RNNKIT_RESTRICT h,
-                               int64_t H) {
-        for (int64_t j = 0; j < H; ++j) {
-            dx[j] = times_derivative<A>(dh[j], h[j]);   // Δ = dh f'(a)
-            dh_prev[j] = Real(0);                  // h_prev reaches h only through W
-        }
+    static void backward_lanes(Real* RNNKIT_RESTRICT dx, const Real* RNNKIT_RESTRICT dh,
+                               const Real* RNNKIT_RESTRICT h, int64_t H) {
+        for (int64_t j = 0; j < H; ++j) dx[j] = times_derivative<A>(dh[j], h[j]);   // Δ = dh f'(a)
     }
 };
 

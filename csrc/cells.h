@@ -6,6 +6,8 @@
 //   sums_projections   true when the step needs only A_x + A_h (the driver then adds them);
 //                      false when it reads the two apart (GRU: the reset gate scales A_h's n rows)
 //   separate_dh        true when Δh differs from Δx (GRU); otherwise Δh is Δx
+//   state_only_via_W   true when the previous state's gradient is Δh W alone (Elman): then
+//                      backward_row leaves dstate_prev unwritten and the driver's product sets it
 //   forward_row(cache, ax, ah, state_prev, H, act)
 //       cache (C·H,) out: the step's cache, its new state first ([h], [h, c] for LSTM)
 //       ax (G·H,): A_x = U x + b_ih of this step (not read when sums_projections)
@@ -15,7 +17,8 @@
 //       dx (G·H,) out: Δx, the gradient of A_x;  dh (G·H,) out: Δh (only when separate_dh)
 //       dstate (S parts, ds apart): the gradient reaching the new state (dh, then LSTM's dc)
 //       dstate_prev (S parts, ds apart) out: the part of the previous state's gradient that
-//           does not pass through W (the driver then adds Δh W to its h part)
+//           does not pass through W (the driver then adds Δh W to its h part); not written
+//           when state_only_via_W
 // One row (record) per call; the driver loops over rows and runs every product.
 //
 // Adding a cell: write csrc/cell_<name>.h, include it here and add one line to RNNKIT_CELLS;

@@ -42,11 +42,14 @@ RNNKIT_INLINE Real madd(Real a, Real b, Real c) {
         return c + a * b;
 }
 
+// `fresh`: C's rows start at zero (C = A B), not at their values (C += A B).
 template <bool Fma, typename Real>
 RNNKIT_INLINE void gemm_plain(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk, const Real* B,
-                              int64_t ldb, int64_t M, int64_t N, int64_t K) {
+                              int64_t ldb, int64_t M, int64_t N, int64_t K, bool fresh) {
     for (int64_t m = 0; m < M; ++m) {
         Real* c = C + m * ldc;
+        if (fresh)
+            for (int64_t j = 0; j < N; ++j) c[j] = Real(0);
         for (int64_t k = 0; k < K; ++k) {
             const Real a = A[m * sm + k * sk];
             const Real* b = B + k * ldb;
@@ -70,18 +73,24 @@ RNNKIT_INLINE void outer_plus_bias(Real* C, int64_t ldc, const Real* x, int64_t 
     }
 }
 
-// C[0:MR, 0:NV*L] += A[0:MR, :] B[:, 0:NV*L] with the block of C in registers. `acc += a * b`
-// on vectors becomes one fused instruction because this file is compiled -ffp-contract=fast
-// (GCC and Clang contract it at -O3 wherever the target has FMA); the tests check that this
-// rounds exactly like madd() in the plain loop at every level.
+// C[0:MR, 0:NV*L] += A[0:MR, :] B[:, 0:NV*L] with the block of C in registers, which start at
+// +0 instead of C's values if `fresh` (as after zeroing C: the same bits, without reading C).
+// `acc += a * b` on vectors becomes one fused instruction because this file is compiled
+// -ffp-contract=fast (GCC and Clang contract it at -O3 wherever the target has FMA); the tests
+// check that this rounds exactly like madd() in the plain loop at every level.
 template <typename Real, int VB, int MR, int NV>
 RNNKIT_INLINE void gemm_tile(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk, const Real* B,
-                             int64_t ldb, int64_t K) {
+                             int64_t ldb, int64_t K, bool fresh) {
     typedef Real V __attribute__((vector_size(VB)));
     constexpr int L = VB / int(sizeof(Real));
     V acc[MR][NV];
     for (int m = 0; m < MR; ++m)
-        for (int v = 0; v < NV; ++v) __builtin_memcpy(&acc[m][v], C + m * ldc + v * L, VB);
+        for (int v = 0; v < NV; ++v) {
+            if (fresh)
+                acc[m][v] = V{};
+            else
+                __builtin_memcpy(&acc[m][v], C + m * ldc + v * L, VB);
+        }
     for (int64_t k = 0; k < K; ++k) {
         V b[NV];
         for (int v = 0; v < NV; ++v) __builtin_memcpy(&b[v], B + k * ldb + v * L, VB);
@@ -98,16 +107,18 @@ RNNKIT_INLINE void gemm_tile(Real* C, int64_t ldc, const Real* A, int64_t sm, in
 // single columns.
 template <bool Fma, typename Real, int VB, int MR>
 RNNKIT_INLINE void gemm_rows_tail(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk,
-                                  const Real* B, int64_t ldb, int64_t j, int64_t N, int64_t K) {
+                                  const Real* B, int64_t ldb, int64_t j, int64_t N, int64_t K,
+                                  bool fresh) {
     constexpr int L = VB / int(sizeof(Real));
-    for (; j + L <= N; j += L) gemm_tile<Real, VB, MR, 1>(C + j, ldc, A, sm, sk, B + j, ldb, K);
+    for (; j + L <= N; j += L)
+        gemm_tile<Real, VB, MR, 1>(C + j, ldc, A, sm, sk, B + j, ldb, K, fresh);
     if constexpr (VB > 16) {
-        gemm_rows_tail<Fma, Real, VB / 2, MR>(C, ldc, A, sm, sk, B, ldb, j, N, K);
+        gemm_rows_tail<Fma, Real, VB / 2, MR>(C, ldc, A, sm, sk, B, ldb, j, N, K, fresh);
         return;
     }
     for (; j < N; ++j) {
         Real acc[MR];
-        for (int m = 0; m < MR; ++m) acc[m] = C[m * ldc + j];
+        for (int m = 0; m < MR; ++m) acc[m] = fresh ? Real(0) : C[m * ldc + j];
         for (int64_t k = 0; k < K; ++k) {
             const Real b = B[k * ldb + j];
             for (int m = 0; m < MR; ++m) acc[m] = madd<Fma>(A[m * sm + k * sk], b, acc[m]);
@@ -120,14 +131,15 @@ RNNKIT_INLINE void gemm_rows_tail(Real* C, int64_t ldc, const Real* A, int64_t s
 template <bool Fma, typename Real, int VB, int MR, int NV>
 RNNKIT_INLINE int64_t gemm_rows_remainder(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk,
                                           const Real* B, int64_t ldb, int64_t j, int64_t N,
-                                          int64_t K) {
+                                          int64_t K, bool fresh) {
     constexpr int L = VB / int(sizeof(Real));
     if constexpr (NV > 1) {
         if ((N - j) / L == NV - 1) {
-            gemm_tile<Real, VB, MR, NV - 1>(C + j, ldc, A, sm, sk, B + j, ldb, K);
+            gemm_tile<Real, VB, MR, NV - 1>(C + j, ldc, A, sm, sk, B + j, ldb, K, fresh);
             return j + (NV - 1) * L;
         }
-        return gemm_rows_remainder<Fma, Real, VB, MR, NV - 1>(C, ldc, A, sm, sk, B, ldb, j, N, K);
+        return gemm_rows_remainder<Fma, Real, VB, MR, NV - 1>(C, ldc, A, sm, sk, B, ldb, j, N, K,
+                                                               fresh);
     }
     return j;
 }
@@ -136,24 +148,27 @@ RNNKIT_INLINE int64_t gemm_rows_remainder(Real* C, int64_t ldc, const Real* A, i
 // vectors left, then the part of a vector left.
 template <bool Fma, typename Real, int VB, int MR, int NV>
 RNNKIT_INLINE void gemm_rows(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk, const Real* B,
-                             int64_t ldb, int64_t N, int64_t K) {
+                             int64_t ldb, int64_t N, int64_t K, bool fresh) {
     constexpr int L = VB / int(sizeof(Real));
     int64_t j = 0;
     for (; j + NV * L <= N; j += NV * L)
-        gemm_tile<Real, VB, MR, NV>(C + j, ldc, A, sm, sk, B + j, ldb, K);
-    j = gemm_rows_remainder<Fma, Real, VB, MR, NV>(C, ldc, A, sm, sk, B, ldb, j, N, K);
-    gemm_rows_tail<Fma, Real, (VB > 16 ? VB / 2 : VB), MR>(C, ldc, A, sm, sk, B, ldb, j, N, K);
+        gemm_tile<Real, VB, MR, NV>(C + j, ldc, A, sm, sk, B + j, ldb, K, fresh);
+    j = gemm_rows_remainder<Fma, Real, VB, MR, NV>(C, ldc, A, sm, sk, B, ldb, j, N, K, fresh);
+    gemm_rows_tail<Fma, Real, (VB > 16 ? VB / 2 : VB), MR>(C, ldc, A, sm, sk, B, ldb, j, N, K,
+                                                           fresh);
 }
 
 // The left < R + 1 rows after the full row tiles, as one tile of `left` rows.
 template <bool Fma, typename Real, int VB, int R, int NV>
 RNNKIT_INLINE void gemm_rows_left(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk,
-                                  const Real* B, int64_t ldb, int64_t left, int64_t N, int64_t K) {
+                                  const Real* B, int64_t ldb, int64_t left, int64_t N, int64_t K,
+                                  bool fresh) {
     if constexpr (R > 0) {
         if (left == R)
-            gemm_rows<Fma, Real, VB, R, NV>(C, ldc, A, sm, sk, B, ldb, N, K);
+            gemm_rows<Fma, Real, VB, R, NV>(C, ldc, A, sm, sk, B, ldb, N, K, fresh);
         else
-            gemm_rows_left<Fma, Real, VB, R - 1, NV>(C, ldc, A, sm, sk, B, ldb, left, N, K);
+            gemm_rows_left<Fma, Real, VB, R - 1, NV>(C, ldc, A, sm, sk, B, ldb, left, N, K,
+                                                     fresh);
     }
 }
 
@@ -210,17 +225,20 @@ RNNKIT_INLINE void pack_panels(Real* panels, const Real* B, int64_t ldb, int64_t
 // C += A B in blocks that stay in cache: a block of KC rows of B and one panel of its columns
 // is used by every row tile before the next. Each C[m, j] is still summed over k in increasing
 // order: a k-block continues from the value the previous one stored. The blocks come from
-// `panels` (pack_panels) if given, else each is packed here when it is reached.
+// `panels` (pack_panels) if given, else each is packed here when it is reached. `fresh`:
+// C = A B, the first k-block starting from +0 rather than from C.
 template <bool Fma, typename Real, int VB, int MR, int NV>
 RNNKIT_INLINE void gemm_tiled(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk, const Real* B,
-                              int64_t ldb, const Real* panels, int64_t M, int64_t N, int64_t K) {
+                              int64_t ldb, const Real* panels, int64_t M, int64_t N, int64_t K,
+                              bool fresh) {
     using Bk = Blocking<Real, VB, NV>;
     if (M < MR) {
         // fewer rows than a tile: each streams B on its own, without blocking, four times the
         // columns per tile (at AVX-512 a padded row of B up to 16 vectors in one pass), since a
         // single row has a quarter (or less) of a tile's accumulators per column
         for (int64_t m = 0; m < M; ++m)
-            gemm_rows<Fma, Real, VB, 1, 4 * NV>(C + m * ldc, ldc, A + m * sm, sm, sk, B, ldb, N, K);
+            gemm_rows<Fma, Real, VB, 1, 4 * NV>(C + m * ldc, ldc, A + m * sm, sm, sk, B, ldb, N, K,
+                                                fresh);
         return;
     }
     alignas(64) Real local[(Bk::KC + Bk::KC / 4) * Bk::panel];
@@ -232,13 +250,14 @@ RNNKIT_INLINE void gemm_tiled(Real* C, int64_t ldc, const Real* A, int64_t sm, i
             if (!panels) pack_block<Real, VB>(local, B + k0 * ldb + j0, ldb, kc, nc);
             Real* Cp = C + j0;
             const Real* Ap = A + k0 * sk;
+            const bool first = fresh && k0 == 0;
             int64_t m = 0;
             for (; m + MR <= M; m += MR)
                 gemm_rows<Fma, Real, VB, MR, NV>(Cp + m * ldc, ldc, Ap + m * sm, sm, sk, packed, nc,
-                                                 nc, kc);
+                                                 nc, kc, first);
             // the rows left, in one tile of as many rows
             gemm_rows_left<Fma, Real, VB, MR - 1, NV>(Cp + m * ldc, ldc, Ap + m * sm, sm, sk,
-                                                      packed, nc, M - m, nc, kc);
+                                                      packed, nc, M - m, nc, kc, first);
         }
     }
 }
@@ -251,8 +270,8 @@ RNNKIT_INLINE void gemm_tiled(Real* C, int64_t ldc, const Real* A, int64_t sm, i
     template <typename Real>                                                                   \
     attributes void name##_tiled(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk,             \
                                  const Real* B, int64_t ldb, const Real* panels, int64_t M,    \
-                                 int64_t N, int64_t K) {                                       \
-        gemm_tiled<Fma, Real, VB, MR, NV>(C, ldc, A, sm, sk, B, ldb, panels, M, N, K);             \
+                                 int64_t N, int64_t K, bool fresh) {                           \
+        gemm_tiled<Fma, Real, VB, MR, NV>(C, ldc, A, sm, sk, B, ldb, panels, M, N, K, fresh);      \
     }                                                                                          \
     template <typename Real>                                                                   \
     attributes void name##_pack(Real* panels, const Real* B, int64_t ldb, int64_t K, int64_t N) { \
@@ -260,8 +279,9 @@ RNNKIT_INLINE void gemm_tiled(Real* C, int64_t ldc, const Real* A, int64_t sm, i
     }                                                                                          \
     template <typename Real>                                                                   \
     attributes void name##_plain(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk,             \
-                                 const Real* B, int64_t ldb, int64_t M, int64_t N, int64_t K) { \
-        gemm_plain<Fma>(C, ldc, A, sm, sk, B, ldb, M, N, K);                                       \
+                                 const Real* B, int64_t ldb, int64_t M, int64_t N, int64_t K,  \
+                                 bool fresh) {                                                 \
+        gemm_plain<Fma>(C, ldc, A, sm, sk, B, ldb, M, N, K, fresh);                                \
     }                                                                                          \
     template <typename Real>                                                                   \
     attributes void name##_outer(Real* C, int64_t ldc, const Real* x, int64_t sx, const Real* u, \
@@ -315,26 +335,32 @@ bool plain_loops() { return use_plain.load(); }
 
 namespace {
 
-// C += A B with A's element (m, k) at A[m * sm + k * sk]: rows of A (sk = 1) or of A^T (sm = 1).
-// `panels`, if not null, is B packed by pack_b at the current level.
+// C += A B (C = A B if `fresh`) with A's element (m, k) at A[m * sm + k * sk]: rows of A
+// (sk = 1) or of A^T (sm = 1). `panels`, if not null, is B packed by pack_b at the current level.
 template <typename Real>
 void gemm_strided(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk, const Real* B,
-                  int64_t ldb, const Real* panels, int64_t M, int64_t N, int64_t K) {
+                  int64_t ldb, const Real* panels, int64_t M, int64_t N, int64_t K,
+                  bool fresh = false) {
     (void)isa_initialized;
-    if (M <= 0 || N <= 0 || K <= 0) return;
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        if (fresh)
+            for (int64_t m = 0; m < M; ++m) std::fill(C + m * ldc, C + m * ldc + N, Real(0));
+        return;
+    }
     const bool plain = use_plain.load(std::memory_order_relaxed);
     switch (current_isa.load(std::memory_order_relaxed)) {
 #if RNNKIT_X86
         case Isa::Avx512:
-            if (plain) return avx512_plain(C, ldc, A, sm, sk, B, ldb, M, N, K);
-            return avx512_tiled(C, ldc, A, sm, sk, B, ldb, panels, M, N, K);
+            if (plain) return avx512_plain(C, ldc, A, sm, sk, B, ldb, M, N, K, fresh);
+            return avx512_tiled(C, ldc, A, sm, sk, B, ldb, panels, M, N, K, fresh);
         case Isa::Avx2:
-            if (plain) return avx2_plain(C, ldc, A, sm, sk, B, ldb, M, N, K);
-            return avx2_tiled(C, ldc, A, sm, sk, B, ldb, panels, M, N, K);
+            if (plain) return avx2_plain(C, ldc, A, sm, sk, B, ldb, M, N, K, fresh);
+            return avx2_tiled(C, ldc, A, sm, sk, B, ldb, panels, M, N, K, fresh);
 #endif
         default:
-            if (plain) return baseline_plain(C, ldc, A, sm, sk, B, ldb, M, N, K);
-            return baseline_tiled(C, ldc, A, sm, sk, B, ldb, panels, M, N, K);
+            if (plain) return baseline_plain(C, ldc, A, sm, sk, B, ldb, M, N, K, fresh);
+            return baseline_tiled(C, ldc, A, sm, sk, B, ldb, panels, M, N, K, fresh);
     }
 }
 
@@ -388,13 +414,30 @@ PackedB<Real> pack_b(Real* buffer, const Real* B, int64_t ldb, int64_t K, int64_
     return {B, ldb, nullptr, isa};
 }
 
+namespace {
+
+// C += A B, or C = A B if `fresh`, with B from pack_b
 template <typename Real>
-void gemm_accumulate_packed(Real* C, int64_t ldc, const Real* A, int64_t lda,
-                            const PackedB<Real>& B, int64_t M, int64_t N, int64_t K) {
+void gemm_packed(Real* C, int64_t ldc, const Real* A, int64_t lda, const PackedB<Real>& B,
+                 int64_t M, int64_t N, int64_t K, bool fresh) {
     // blocks packed for another level than the current one (set_isa in between) are not used
     const bool same_level = B.isa == current_isa.load(std::memory_order_relaxed);
     gemm_strided(C, ldc, A, lda, int64_t(1), B.B, B.ldb, same_level ? B.panels : nullptr, M, N,
-                 K);
+                 K, fresh);
+}
+
+}  // namespace
+
+template <typename Real>
+void gemm_accumulate_packed(Real* C, int64_t ldc, const Real* A, int64_t lda,
+                            const PackedB<Real>& B, int64_t M, int64_t N, int64_t K) {
+    gemm_packed(C, ldc, A, lda, B, M, N, K, false);
+}
+
+template <typename Real>
+void gemm_set_packed(Real* C, int64_t ldc, const Real* A, int64_t lda, const PackedB<Real>& B,
+                     int64_t M, int64_t N, int64_t K) {
+    gemm_packed(C, ldc, A, lda, B, M, N, K, true);
 }
 
 #define RNNKIT_INSTANTIATE(Real)                                                              \
@@ -402,7 +445,9 @@ void gemm_accumulate_packed(Real* C, int64_t ldc, const Real* A, int64_t lda,
                                       const Real*, int64_t, int64_t);                          \
     template PackedB<Real> pack_b(Real*, const Real*, int64_t, int64_t, int64_t, Isa, int64_t); \
     template void gemm_accumulate_packed(Real*, int64_t, const Real*, int64_t,                 \
-                                         const PackedB<Real>&, int64_t, int64_t, int64_t);
+                                         const PackedB<Real>&, int64_t, int64_t, int64_t);     \
+    template void gemm_set_packed(Real*, int64_t, const Real*, int64_t, const PackedB<Real>&,  \
+                                  int64_t, int64_t, int64_t);
 RNNKIT_INSTANTIATE(float)
 RNNKIT_INSTANTIATE(double)
 #undef RNNKIT_INSTANTIATE

@@ -642,7 +642,10 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
                 }
             }
             if (s == s_lo) break;
-            gemm_accumulate_packed(ds_prev, DS, dh, ld_step, w, rows, H, GH);
+            if constexpr (Cell::state_only_via_W)   // dstate_prev = Δh W
+                gemm_set_packed(ds_prev, DS, dh, ld_step, w, rows, H, GH);
+            else                                    // backward_row's part + Δh W
+                gemm_accumulate_packed(ds_prev, DS, dh, ld_step, w, rows, H, GH);
             if (per_row_start)          // the state before a record's window is a constant
                 for (int64_t r = 0; r < rows; ++r)
                     if (window_start(n0 + r) == s) zero_buffer(ds_prev + r * DS, DS);

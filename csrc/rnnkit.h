@@ -95,6 +95,11 @@ PackedB<Real> pack_b(Real* buffer, const Real* B, int64_t ldb, int64_t K, int64_
 template <typename Real>
 void gemm_accumulate_packed(Real* C, int64_t ldc, const Real* A, int64_t lda,
                             const PackedB<Real>& B, int64_t M, int64_t N, int64_t K);
+// C (M, N) = A B with B from pack_b: what zeroing C's rows and then gemm_accumulate_packed
+// would give, bit for bit, without reading C.
+template <typename Real>
+void gemm_set_packed(Real* C, int64_t ldc, const Real* A, int64_t lda, const PackedB<Real>& B,
+                     int64_t M, int64_t N, int64_t K);
 
 // The instruction-set level gemm_accumulate runs at: the best the CPU has unless set_isa chose
 // a lower one. AVX2 and AVX-512 fuse each multiply-add (one rounding); Baseline does not.
