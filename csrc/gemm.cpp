@@ -379,6 +379,15 @@ void gemm_accumulate_at(Real* C, int64_t ldc, const Real* A, int64_t lda, const 
 }
 
 template <typename Real>
+void gemm_set_at(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B, int64_t ldb,
+                 int64_t M, int64_t N, int64_t K) {
+    if (K <= 0)
+        for (int64_t m = 0; m < M; ++m) std::fill(C + m * ldc, C + m * ldc + N, Real(0));
+    gemm_strided(C, ldc, A, int64_t(1), lda, B, ldb, static_cast<const Real*>(nullptr), M, N, K,
+                 true);
+}
+
+template <typename Real>
 void set_outer_plus_bias(Real* C, int64_t ldc, const Real* x, int64_t sx, const Real* u,
                          const Real* b, int64_t M, int64_t N) {
     if (M <= 0 || N <= 0) return;
@@ -459,5 +468,9 @@ template void gemm_accumulate_at(float*, int64_t, const float*, int64_t, const f
                                  int64_t, int64_t, int64_t);
 template void gemm_accumulate_at(double*, int64_t, const double*, int64_t, const double*,
                                  int64_t, int64_t, int64_t, int64_t);
+template void gemm_set_at(float*, int64_t, const float*, int64_t, const float*, int64_t, int64_t,
+                          int64_t, int64_t);
+template void gemm_set_at(double*, int64_t, const double*, int64_t, const double*, int64_t,
+                          int64_t, int64_t, int64_t);
 
 }  // namespace rnnkit

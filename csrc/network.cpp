@@ -494,7 +494,8 @@ template <typename Cell, typename Real>
 double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
                      const Real* params, const Real* hidden_states, const Real* outputs,
                      const int64_t* lengths, int64_t N, int64_t T, const Net& net,
-                     bool return_sequences, int64_t k, int64_t CS, Real* work) {
+                     bool return_sequences, int64_t k, int64_t CS, Real* work,
+                     bool set_grad) {
     const int64_t H = net.H, O = net.O, L = net.L, I = net.I;
     const int64_t GH = Cell::gates * H, Hp = padded<Real>(H);
     const int64_t SH = Cell::state * H, DS = Cell::state * Hp;
@@ -520,6 +521,19 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
     Real* Xs = Hprev + N * TH;                // (N·T, In): x_s packed
     Real* zero_state = Xs + N * T * std::max(I, H);   // (S·H,)
     zero_buffer(zero_state, SH);
+    // set_grad: every part of grad but the layers' W is cleared here (the phase-2 product that
+    // comes first writes W's rows)
+    if (set_grad) {
+        for (int64_t l = 0; l < L; ++l) {
+            const LayerParams<Real> g = layer_params(grad, net, l);
+            zero_buffer(g.U, GH * g.In);
+            if (g.b_ih) zero_buffer(g.b_ih, GH);
+            if (g.b_hh) zero_buffer(g.b_hh, GH);
+        }
+        const auto [gV, gc] = output_params(grad, net);
+        zero_buffer(gV, O * H);
+        if (gc) zero_buffer(gc, O);
+    }
 
     // loss and dL/dy = 2 (y - Y) / count over the valid targets
     int64_t count = 0;
@@ -753,6 +767,16 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
             const int64_t rows = r1 - r0;
             const int64_t blocks = contiguous ? 1 : N;          // runs of contiguous pairs q
             const int64_t run = NS / blocks;
+            // dW's rows: the first product into them sets them with set_grad
+            bool w_set = !set_grad;
+            const auto add_to_w = [&](const Real* A, int64_t lda, const Real* B, int64_t ldb,
+                                      int64_t K) {
+                if (w_set)
+                    gemm_accumulate_at(g.W + r0 * H, H, A, lda, B, ldb, rows, H, K);
+                else
+                    gemm_set_at(g.W + r0 * H, H, A, lda, B, ldb, rows, H, K);
+                w_set = true;
+            };
             for (int64_t block = 0; block < blocks; ++block) {
                 const int64_t q0 = block * run;
                 const Real* dxb = Dx + (block * T + first_step) * GH + r0;   // (run, rows)
@@ -765,22 +789,18 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
                                        In, run);
                 if (g.b_ih) add_column_sums(g.b_ih + r0, dxb, GH, run, rows);
                 if (g.b_hh) add_column_sums(g.b_hh + r0, dhb, GH, run, rows);
-                if (!contiguous)
-                    gemm_accumulate_at(g.W + r0 * H, H, dhb, GH, Hprev + q0 * H, H, rows, H,
-                                       run);
+                if (!contiguous) add_to_w(dhb, GH, Hprev + q0 * H, H, run);
             }
             if (contiguous) {
                 // step 0 pairs with h0 (nothing without one); then every step s >= 1 with the
                 // cache row before it, in one product over the pairs q = 1 .. N·T-1, with this
                 // thread's columns of Δh at each record's step 0 cleared first (there the row
                 // before is the previous record's last state). Δ is not read after this.
-                if (state0)
-                    gemm_accumulate_at(g.W + r0 * H, H, Dh + r0, T * GH, state0, L * SH, rows,
-                                       H, N);
+                if (state0) add_to_w(Dh + r0, T * GH, state0, L * SH, N);
                 for (int64_t n = 0; n < N; ++n) zero_buffer(Dh + n * T * GH + r0, rows);
-                gemm_accumulate_at(g.W + r0 * H, H, Dh + GH + r0, GH, cache, CS, rows, H,
-                                   N * T - 1);
+                add_to_w(Dh + GH + r0, GH, cache, CS, N * T - 1);
             }
+            if (!w_set) zero_buffer(g.W + r0 * H, rows * H);   // (no records)
         });
     }
     return sum_sq / double(count);
@@ -853,13 +873,14 @@ template <typename Real>
 double network_backward(Real* grad, const Real* X, const Real* Y, const Real* h0,
                         const Real* params, const Real* hidden_states, const Real* outputs,
                         const int64_t* lengths, int64_t N, int64_t T, const Net& net,
-                        bool return_sequences, int64_t k, Real* work, int64_t cache_stride) {
+                        bool return_sequences, int64_t k, Real* work, int64_t cache_stride,
+                        bool set_grad) {
     const int64_t CS = step_stride(net, cache_stride);
     switch (net.cell) {
 #define RNNKIT_BACKWARD(Enum, Struct, name)                                                   \
     case Cell::Enum:                                                                          \
         return backward_cell<Struct>(grad, X, Y, h0, params, hidden_states, outputs, lengths, \
-                                     N, T, net, return_sequences, k, CS, work);
+                                     N, T, net, return_sequences, k, CS, work, set_grad);
         RNNKIT_CELLS(RNNKIT_BACKWARD)
 #undef RNNKIT_BACKWARD
     }
@@ -876,7 +897,7 @@ double network_backward(Real* grad, const Real* X, const Real* Y, const Real* h0
     template double network_backward(Real*, const Real*, const Real*, const Real*,             \
                                      const Real*, const Real*, const Real*, const int64_t*,    \
                                      int64_t, int64_t, const Net&, bool, int64_t, Real*,      \
-                                     int64_t);
+                                     int64_t, bool);
 RNNKIT_INSTANTIATE(float)
 RNNKIT_INSTANTIATE(double)
 #undef RNNKIT_INSTANTIATE

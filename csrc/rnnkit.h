@@ -66,6 +66,11 @@ void gemm_accumulate(Real* C, int64_t ldc, const Real* A, int64_t lda, const Rea
 template <typename Real>
 void gemm_accumulate_at(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B,
                         int64_t ldb, int64_t M, int64_t N, int64_t K);
+// C (M, N) = A^T B: gemm_accumulate_at into C's rows cleared first, bit for bit, without
+// reading C (K = 0: zeros).
+template <typename Real>
+void gemm_set_at(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B, int64_t ldb,
+                 int64_t M, int64_t N, int64_t K);
 
 // C (M, N) = 1 b^T + x u^T for x (M,) with stride sx, u (N,), b (N,) or null (zero): C's rows
 // set to b, then C += x (M, 1) u (1, N) by gemm_accumulate, in one pass with the same bits (a
@@ -162,7 +167,9 @@ void network_predict(Real* outputs,         // as network_forward's
                      Real* work);           // predict_work_size(N, T, net, return_sequences)
 
 // Truncated BPTT of L = mean((y - Y)^2) over the valid targets, from a forward pass's results.
-// Adds dL/dparams into grad (clear it first with zero_buffer) and returns L.
+// Adds dL/dparams into grad (clear it first with zero_buffer) and returns L; with `set_grad`,
+// writes dL/dparams to grad instead (the same bits as clearing it first, without a pass that
+// clears the weight matrices W).
 template <typename Real>
 double network_backward(Real* grad,                 // (P,) accumulated into
                         const Real* X,              // (N, T, I)
@@ -175,7 +182,8 @@ double network_backward(Real* grad,                 // (P,) accumulated into
                         int64_t N, int64_t T, const Net& net, bool return_sequences,
                         int64_t k,
                         Real* work,                 // backward_work_size(N, T, net, ...)
-                        int64_t cache_stride = 0);  // as network_forward's
+                        int64_t cache_stride = 0,   // as network_forward's
+                        bool set_grad = false);
 
 // Autoregressive rollout (forecast.cpp), for models with I == O: run the context X from h0,
 // take y_T as the first forecast, then feed each forecast back as the next step's input,

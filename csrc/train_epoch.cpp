@@ -48,10 +48,10 @@ EpochResult train_epoch(double* losses, Real* params, Real* momentum_buffer, Rea
         network_forward(hidden_states.data(), outputs.data(), (Real*)nullptr, xb.data(),
                         (const Real*)nullptr, params, lp, nb, T, net, return_sequences,
                         work.data(), cache_stride);
-        zero_buffer(grad.data(), P);
         losses[batch] = network_backward(grad.data(), xb.data(), yb.data(), (const Real*)nullptr,
                                          params, hidden_states.data(), outputs.data(), lp, nb, T,
-                                         net, return_sequences, k, work.data(), cache_stride);
+                                         net, return_sequences, k, work.data(), cache_stride,
+                                         /*set_grad=*/true);
         const double norm = clip_gradient(grad.data(), P, clip_norm, clip_value);
         if (!std::isfinite(losses[batch]) || !std::isfinite(norm))
             return {batch, step, EpochStatus::NonFinite};   // this update is not applied
