@@ -1,4 +1,5 @@
-// C += A B, the matrix product under every step of the recurrence (see rnnkit.h).
+// C += A B (or C = A B, as after clearing C), the matrix product under every step of the
+// recurrence (see rnnkit.h).
 //
 // Two loops that round identically: the plain one, and a register-tiled one that keeps an
 // MR x (NV vectors) block of C in registers while it streams a panel of B. Both sum every
@@ -381,8 +382,6 @@ void gemm_accumulate_at(Real* C, int64_t ldc, const Real* A, int64_t lda, const 
 template <typename Real>
 void gemm_set_at(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B, int64_t ldb,
                  int64_t M, int64_t N, int64_t K) {
-    if (K <= 0)
-        for (int64_t m = 0; m < M; ++m) std::fill(C + m * ldc, C + m * ldc + N, Real(0));
     gemm_strided(C, ldc, A, int64_t(1), lda, B, ldb, static_cast<const Real*>(nullptr), M, N, K,
                  true);
 }

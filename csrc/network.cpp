@@ -588,7 +588,8 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
         }
     }
 
-    // each layer's W, packed once for the products of every step (dh_prev += Δh W); nothing is
+    // each layer's W, packed once for the products of every step (dh_prev += Δh W, or = for
+    // the Elman cell); nothing is
     // packed when no product has a tile's rows (then they read W itself)
     const Isa isa = current_isa_level();
     bool w_packed = false;
@@ -800,7 +801,6 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
                 for (int64_t n = 0; n < N; ++n) zero_buffer(Dh + n * T * GH + r0, rows);
                 add_to_w(Dh + GH + r0, GH, cache, CS, N * T - 1);
             }
-            if (!w_set) zero_buffer(g.W + r0 * H, rows * H);   // (no records)
         });
     }
     return sum_sq / double(count);

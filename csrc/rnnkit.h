@@ -171,7 +171,7 @@ void network_predict(Real* outputs,         // as network_forward's
 // writes dL/dparams to grad instead (the same bits as clearing it first, without a pass that
 // clears the weight matrices W).
 template <typename Real>
-double network_backward(Real* grad,                 // (P,) accumulated into
+double network_backward(Real* grad,                 // (P,) accumulated into (set_grad: written)
                         const Real* X,              // (N, T, I)
                         const Real* Y,              // (N, T, O), or (N, O) if !return_sequences
                         const Real* h0,             // (N, L·S·H), or null for zeros

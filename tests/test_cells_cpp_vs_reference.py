@@ -23,7 +23,7 @@ import pytest
 import rnnkit
 from rnnkit import _core
 from rnnkit import reference as ref
-from test_cpp_vs_reference import ISA_LEVELS, available
+from test_cpp_vs_reference import ISA_LEVELS, assert_same_bits, available
 
 CELLS = ["rnn", "gru", "lstm"]
 STATE = {"rnn": 1, "gru": 1, "lstm": 2}          # S, in multiples of H
@@ -190,7 +190,7 @@ def test_lengths_all_T_is_no_lengths_bitwise(cell, return_sequences):
             fwd = run_forward(_core, X, h0, params, sp, return_sequences, lengths)
             results.append(fwd + run_backward(_core, X, Y, h0, params, fwd, sp, k, lengths))
         for a, b in zip(*results):
-            np.testing.assert_array_equal(a, b)
+            assert_same_bits(a, b)
 
 
 @pytest.mark.parametrize("return_sequences", [False, True], ids=["m2one", "m2many"])
@@ -429,7 +429,7 @@ def test_reruns_are_bitwise_equal(cell):
     first = core_results(X, Y, h0, params, sp, MIXED, 2, order)
     second = core_results(X, Y, h0, params, sp, MIXED, 2, order)
     for a, b in zip(first, second):
-        np.testing.assert_array_equal(a, b)
+        assert_same_bits(a, b)
 
 
 # Big enough that the core splits the work: it starts a thread per ~65k multiply-adds
@@ -465,7 +465,47 @@ def test_results_do_not_depend_on_the_thread_count(core_settings, cell, dtype,
         results[threads] = core_results(X, Y, h0, params, sp, lengths, k, order)
     for threads in (2, 3, 5):
         for a, b in zip(results[1], results[threads]):
-            np.testing.assert_array_equal(a, b)
+            assert_same_bits(a, b)
+
+
+def sgd_half_step(X, Y, params, sp, lengths, k):
+    """train_epoch's parameters after one SGD step over all the records at once (lr 0.5, no
+    clipping): params - 0.5 grad, with grad written by network_backward (set_grad)."""
+    p = params.copy()
+    z = np.zeros_like(p)
+    _core.train_epoch(X, Y, p, np.arange(len(X)), len(X), **sp, bptt_truncate=k,
+                      clip_norm=None, clip_value=None, optimizer="sgd", lr=0.5, momentum=0.0,
+                      weight_decay=0.0, beta1=0.9, beta2=0.999, eps=1e-8, momentum_buffer=None,
+                      exp_avg=z, exp_avg_sq=z.copy(), step=0, lengths=lengths)
+    return p
+
+
+@pytest.mark.parametrize("k", [None, 2], ids=lambda k: f"k{k}")
+@pytest.mark.parametrize("return_sequences", [False, True], ids=["m2one", "m2many"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_train_epoch_writes_the_gradient_backward_adds(core_settings, cell, dtype,
+                                                       return_sequences, k):
+    """train_epoch's gradient is written in place (its first weight-gradient product sets dW's
+    rows, the rest is cleared first); backward's is added into zeros. Bit for bit the same: one
+    SGD step of lr 0.5 (exact halving, one rounding) gives params - 0.5 backward's gradient, for
+    three layers, lengths, and any thread count."""
+    L = 3
+    params, X, Y, _ = make_problem(("set_grad", cell, return_sequences), cell, L, True,
+                                   return_sequences, dtype, False, **BIG)
+    rng = np.random.default_rng(2)
+    lengths = rng.integers(1, BIG["t"] + 1, size=BIG["n"]).astype(np.int64)
+    sp = spec(cell, L, hidden=BIG["hidden"], out=BIG["out"])
+    out, hs, _ = _core.forward(X, None, params, **sp, return_sequences=return_sequences,
+                               lengths=lengths)
+    grad = _core.backward(X, Y, None, params, hs, out, **sp, bptt_truncate=k,
+                          lengths=lengths)[1]
+    assert np.count_nonzero(grad) > 0.9 * grad.size
+    want = params - params.dtype.type(0.5) * grad
+    for threads in (1, 2, 3):
+        rnnkit.set_num_threads(threads)
+        assert_same_bits(sgd_half_step(X, Y, params, sp, lengths, k), want,
+                         err_msg=f"{threads} threads")
 
 
 # predict keeps two steps of each record's cache when one layer feeds a many-to-one output
@@ -532,7 +572,7 @@ def test_avx2_and_avx512_give_the_same_bits(core_settings, cell, dtype):
         _core._set_isa(isa)
         results[isa] = core_results(X, Y, h0, params, sp, lengths, k, order)
     for a, b in zip(results["avx2"], results["avx512"]):
-        np.testing.assert_array_equal(a, b)
+        assert_same_bits(a, b)
 
 
 @pytest.mark.parametrize("hidden", [5, 16, 19], ids=lambda h: f"H{h}")
@@ -553,7 +593,7 @@ def test_tiled_equal_plain_bitwise_at_each_isa(core_settings, isa, cell, dtype, 
         _core._set_plain_loops(plain)
         results[plain] = core_results(X, Y, h0, params, sp, lengths, k, order)
     for a, b in zip(results[True], results[False]):
-        np.testing.assert_array_equal(a, b)
+        assert_same_bits(a, b)
     out_r, hs_r, last_r = ref.forward(X, h0, params, **sp, return_sequences=True,
                                       lengths=lengths)
     loss_r, grad_r = ref.backward(X, Y, h0, params, hs_r, out_r, **sp, bptt_truncate=k,

@@ -18,6 +18,14 @@ from rnnkit import reference as ref
 TOL = {np.float64: 1e-12, np.float32: 2e-5}
 
 
+def assert_same_bits(a, b, err_msg=""):
+    """a and b hold the same bytes: equal values, and also the same sign of zero and NaN payload
+    (np.array_equal takes -0.0 for +0.0)."""
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.dtype == b.dtype and a.shape == b.shape, err_msg
+    assert a.tobytes() == b.tobytes(), err_msg or "not bitwise equal"
+
+
 def assert_close(actual, expected, rtol):
     actual, expected = np.asarray(actual), np.asarray(expected)
     assert actual.shape == expected.shape
@@ -85,7 +93,7 @@ def test_truncation_changes_the_gradient():
     assert not np.allclose(full, short)
     # k >= T-1 is full BPTT
     same = _core.backward(X, Y, None, params, hs, out, **spec, bptt_truncate=9)[1]
-    assert np.array_equal(full, same)
+    assert_same_bits(full, same)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -262,7 +270,7 @@ def test_tiled_loops_equal_plain_loops_bitwise(core_settings, isa, dtype, H, bpt
         _core._set_plain_loops(plain)
         results[plain] = core_results(X, Y, h0, params, spec, order, bptt_truncate)
     for a, b in zip(results[True], results[False]):
-        assert np.array_equal(a, b)
+        assert_same_bits(a, b)
     out_r, hs_r, _ = ref.forward(X, h0, params, **spec, return_sequences=True)
     grad_r = ref.backward(X, Y, h0, params, hs_r, out_r, **spec, bptt_truncate=bptt_truncate)[1]
     assert_close(results[False][0], out_r, TOL[dtype])
@@ -282,7 +290,7 @@ def test_results_do_not_depend_on_the_thread_count(core_settings, dtype, return_
         results[threads] = core_results(X, Y, h0, params, spec, order, None)
     for threads in (2, 3, 5):
         for a, b in zip(results[1], results[threads]):
-            assert np.array_equal(a, b)
+            assert_same_bits(a, b)
 
 
 @pytest.mark.parametrize("backend", [ref, _core], ids=["reference", "cpp"])
@@ -347,7 +355,7 @@ def test_activations_accurate_at_every_level_equal_where_fused(core_settings, ac
             outs[isa] = _core.forward(a.reshape(-1, 1, 1), None, params, 1, 1, False,
                                       activation, False)[1].ravel()
     if "avx2" in outs and "avx512" in outs:
-        assert np.array_equal(outs["avx2"], outs["avx512"])
+        assert_same_bits(outs["avx2"], outs["avx512"])
     x = a.astype(np.float64)
     if activation == "tanh":
         want = np.tanh(x)
@@ -380,7 +388,7 @@ def test_activations_of_any_row_length_equal_one_at_a_time(core_settings, activa
                                 activation, False)[1][0]
             alone = _core.predict(a.reshape(-1, 1, 1), None, np.array([1, 0, 1], dtype), 1,
                                   1, False, activation, False)[1][:, 0]
-            np.testing.assert_array_equal(row, alone, err_msg=f"{isa} H={H}")
+            assert_same_bits(row, alone, err_msg=f"{isa} H={H}")
 
 
 def test_set_num_threads_public_api(core_settings):
@@ -401,7 +409,8 @@ def test_set_num_threads_public_api(core_settings):
 def test_tiled_loops_equal_plain_loops_with_long_products(core_settings, isa, N):
     """Products longer than a cache block (the weight gradients sum over N * T pairs, here
     more than any level's block of k, with a short remainder on its own or joined to the last
-    block) still round exactly like the plain loops."""
+    block) still round exactly like the plain loops: added into a gradient (backward), and
+    written into one (train_epoch: the first block sets, the next ones add)."""
     if not available(isa):
         pytest.skip(f"this CPU has no {isa}")
     rng = np.random.default_rng(99)
@@ -409,12 +418,20 @@ def test_tiled_loops_equal_plain_loops_with_long_products(core_settings, isa, N)
     params, X, Y, h0 = make_problem(rng, N, T, I, H, O, True, True, np.float32, True)
     spec = dict(hidden_size=H, output_size=O, bias=True, activation="sigmoid")
     _core._set_isa(isa)
-    grads = []
+    grads, stepped = [], []
     for plain in (True, False):
         _core._set_plain_loops(plain)
         out, hs, _ = _core.forward(X, h0, params, **spec, return_sequences=True)
         grads.append(_core.backward(X, Y, h0, params, hs, out, **spec, bptt_truncate=None)[1])
-    assert np.array_equal(grads[0], grads[1])
+        p, z = params.copy(), np.zeros_like(params)
+        _core.train_epoch(X, Y, p, np.arange(N), N, **spec, bptt_truncate=None, clip_norm=None,
+                          clip_value=None, optimizer="sgd", lr=0.5, momentum=0.0,
+                          weight_decay=0.0, beta1=0.9, beta2=0.999, eps=1e-8,
+                          momentum_buffer=None, exp_avg=z, exp_avg_sq=z.copy(), step=0)
+        stepped.append(p)
+    assert_same_bits(grads[0], grads[1])
+    assert_same_bits(stepped[0], stepped[1])
+    assert not np.array_equal(stepped[0], params)
 
 
 @pytest.mark.parametrize("backend", [ref, _core], ids=["reference", "cpp"])

@@ -16,8 +16,9 @@
 //   kernels shapes        the products of W2 and W3 (GFLOP/s, % of the FMA peak): the per-step
 //                         products with cache rows as they are laid out, and padded by one
 //                         cache line; the weight-gradient products (A^T B over every step);
-//                         and the tiled product at its best, everything in L1 (one k-block of
-//                         one panel of B for 60 rows): the ceiling of the register tile
+//                         and the tiled product at its best: 24 rows by 64 columns by one
+//                         k-block of 96 (A, packed B and C together 40 KB, within L1; at
+//                         AVX-512 one panel of B), the ceiling of the register tile
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -42,9 +43,12 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// this thread's CPU time; wall time where the thread clock is not available
 double thread_seconds() {
     timespec t;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t) != 0)
+        return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+            .count();
     return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
 }
 
@@ -231,7 +235,7 @@ void shapes() {
         const double s = best_of(5, [&] { gemm_accumulate_at(C, N, A, M, B, ldb, M, N, K); });
         report(name, s, 2.0 * double(M * N * K));
     };
-    run("one k-block, one panel, 60 rows", 60, 64, 96, 96, 64);
+    run("24 x 64 x 96, all in L1", 24, 64, 96, 96, 64);
     // a step's product reads h_{t-1} and accumulates into a_t, both rows of the cache: one row
     // per record, T·H floats apart (W3: 100 KB, a multiple of 4 KiB), or one line more
     run("W2 forward, rows T*H apart", 64, 128, 128, 50 * 128, 50 * 128);
