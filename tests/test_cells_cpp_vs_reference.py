@@ -441,10 +441,19 @@ def test_reruns_are_bitwise_equal(cell):
 BIG = dict(n=24, t=8, i=4, hidden=32, out=3)
 
 
-@pytest.mark.parametrize("k", [None, 2], ids=lambda k: f"k{k}")
-@pytest.mark.parametrize("return_sequences", [False, True], ids=["m2one", "m2many"])
-@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("cell", CELLS)
+def over_every_case(test):
+    """Parametrizes a test over every cell, both dtypes, many-to-one and many-to-many, and full
+    and truncated BPTT."""
+    for mark in (pytest.mark.parametrize("cell", CELLS),
+                 pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"]),
+                 pytest.mark.parametrize("return_sequences", [False, True],
+                                         ids=["m2one", "m2many"]),
+                 pytest.mark.parametrize("k", [None, 2], ids=lambda k: f"k{k}")):
+        test = mark(test)
+    return test
+
+
+@over_every_case
 def test_results_do_not_depend_on_the_thread_count(core_settings, cell, dtype,
                                                    return_sequences, k):
     L = 2
@@ -480,10 +489,7 @@ def sgd_half_step(X, Y, params, sp, lengths, k):
     return p
 
 
-@pytest.mark.parametrize("k", [None, 2], ids=lambda k: f"k{k}")
-@pytest.mark.parametrize("return_sequences", [False, True], ids=["m2one", "m2many"])
-@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("cell", CELLS)
+@over_every_case
 def test_train_epoch_writes_the_gradient_backward_adds(core_settings, cell, dtype,
                                                        return_sequences, k):
     """train_epoch's gradient is written in place (its first weight-gradient product sets dW's
