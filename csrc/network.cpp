@@ -589,8 +589,8 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
     }
 
     // each layer's W, packed once for the products of every step (dh_prev += Δh W, or = for
-    // the Elman cell); nothing is
-    // packed when no product has a tile's rows (then they read W itself)
+    // the Elman cell); nothing is packed when no product has a tile's rows (then they read W
+    // itself)
     const Isa isa = current_isa_level();
     bool w_packed = false;
     for (int64_t l = 0; l < L; ++l)

@@ -23,7 +23,7 @@ import pytest
 import rnnkit
 from rnnkit import _core
 from rnnkit import reference as ref
-from test_cpp_vs_reference import ISA_LEVELS, assert_same_bits, available
+from test_cpp_vs_reference import ISA_LEVELS, assert_same_bits, available, sgd_half_step
 
 CELLS = ["rnn", "gru", "lstm"]
 STATE = {"rnn": 1, "gru": 1, "lstm": 2}          # S, in multiples of H
@@ -475,18 +475,6 @@ def test_results_do_not_depend_on_the_thread_count(core_settings, cell, dtype,
     for threads in (2, 3, 5):
         for a, b in zip(results[1], results[threads]):
             assert_same_bits(a, b)
-
-
-def sgd_half_step(X, Y, params, sp, lengths, k):
-    """train_epoch's parameters after one SGD step over all the records at once (lr 0.5, no
-    clipping): params - 0.5 grad, with grad written by network_backward (set_grad)."""
-    p = params.copy()
-    z = np.zeros_like(p)
-    _core.train_epoch(X, Y, p, np.arange(len(X)), len(X), **sp, bptt_truncate=k,
-                      clip_norm=None, clip_value=None, optimizer="sgd", lr=0.5, momentum=0.0,
-                      weight_decay=0.0, beta1=0.9, beta2=0.999, eps=1e-8, momentum_buffer=None,
-                      exp_avg=z, exp_avg_sq=z.copy(), step=0, lengths=lengths)
-    return p
 
 
 @over_every_case

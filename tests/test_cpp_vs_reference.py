@@ -26,6 +26,18 @@ def assert_same_bits(a, b, err_msg=""):
     assert a.tobytes() == b.tobytes(), err_msg or "not bitwise equal"
 
 
+def sgd_half_step(X, Y, params, sp, lengths, k):
+    """train_epoch's parameters after one SGD step over all the records at once (lr 0.5, no
+    clipping): params - 0.5 grad, with grad written by network_backward (set_grad)."""
+    p = params.copy()
+    z = np.zeros_like(p)
+    _core.train_epoch(X, Y, p, np.arange(len(X)), len(X), **sp, bptt_truncate=k,
+                      clip_norm=None, clip_value=None, optimizer="sgd", lr=0.5, momentum=0.0,
+                      weight_decay=0.0, beta1=0.9, beta2=0.999, eps=1e-8, momentum_buffer=None,
+                      exp_avg=z, exp_avg_sq=z.copy(), step=0, lengths=lengths)
+    return p
+
+
 def assert_close(actual, expected, rtol):
     actual, expected = np.asarray(actual), np.asarray(expected)
     assert actual.shape == expected.shape
@@ -423,12 +435,7 @@ def test_tiled_loops_equal_plain_loops_with_long_products(core_settings, isa, N)
         _core._set_plain_loops(plain)
         out, hs, _ = _core.forward(X, h0, params, **spec, return_sequences=True)
         grads.append(_core.backward(X, Y, h0, params, hs, out, **spec, bptt_truncate=None)[1])
-        p, z = params.copy(), np.zeros_like(params)
-        _core.train_epoch(X, Y, p, np.arange(N), N, **spec, bptt_truncate=None, clip_norm=None,
-                          clip_value=None, optimizer="sgd", lr=0.5, momentum=0.0,
-                          weight_decay=0.0, beta1=0.9, beta2=0.999, eps=1e-8,
-                          momentum_buffer=None, exp_avg=z, exp_avg_sq=z.copy(), step=0)
-        stepped.append(p)
+        stepped.append(sgd_half_step(X, Y, params, spec, None, None))
     assert_same_bits(grads[0], grads[1])
     assert_same_bits(stepped[0], stepped[1])
     assert not np.array_equal(stepped[0], params)
