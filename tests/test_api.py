@@ -556,3 +556,28 @@ def test_load_rejects_a_truncated_model_file(tmp_path):
     cut.write_bytes(data[:len(data) // 2])
     with pytest.raises(ValueError, match="cut.npz"):
         rnnkit.load(cut)
+
+
+def test_import_leaves_the_reference_and_file_modules_until_used():
+    """`import rnnkit` does not import what most programs never use (the first example's
+    whole process is timed, imports included): the NumPy reference until rnnkit.reference or
+    backend="reference" asks for it, json and tempfile until a model is saved or loaded."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy\n"
+            "before = set(sys.modules)\n"     # what the interpreter's start and NumPy import
+            "import rnnkit\n"
+            "late = ('rnnkit.reference', 'json', 'tempfile')\n"
+            "print(*[m for m in late if m in set(sys.modules) - before])\n"
+            "print(rnnkit.reference.forward.__module__)\n"
+            "from rnnkit import reference\n"
+            "print(reference is rnnkit.reference)\n"
+            "try:\n"
+            "    rnnkit.no_such_name\n"
+            "except AttributeError as e:\n"
+            "    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out == ["", "rnnkit.reference", "True",
+                   "module 'rnnkit' has no attribute 'no_such_name'"]

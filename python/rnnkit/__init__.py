@@ -5,7 +5,9 @@ the same functions; :class:`RNN` (Elman), :class:`GRU` and :class:`LSTM`, stacks
 recurrent layers, train on either with truncated BPTT, clipping, SGD or Adam.
 """
 
-from . import callbacks, data, reference
+from typing import Any
+
+from . import callbacks, data
 from ._faults import DivergenceError, ModelInUseError
 from .callbacks import EarlyStopping, History, ModelCheckpoint
 from .layout import param_count, param_layout, param_views
@@ -13,6 +15,15 @@ from .model import GRU, LSTM, RNN, Recurrent, get_num_threads, load, set_num_thr
 from .optimizers import SGD, Adam, Optimizer
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """rnnkit.reference, imported when first used (most programs run the C++ core only)."""
+    if name == "reference":
+        import importlib
+
+        return importlib.import_module(".reference", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["Recurrent", "RNN", "GRU", "LSTM", "SGD", "Adam", "Optimizer", "load", "History",
            "EarlyStopping", "ModelCheckpoint", "DivergenceError", "ModelInUseError", "callbacks", "data",

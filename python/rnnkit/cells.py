@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from typing import Dict, NamedTuple
 
-__all__ = ["CellSpec", "CELLS", "cell_spec"]
+__all__ = ["ACTIVATIONS", "CellSpec", "CELLS", "cell_spec"]
+
+# the activations of the candidate state (h = f(a) for the Elman cell), every backend's
+ACTIVATIONS = ("tanh", "sigmoid", "relu")
 
 
 class CellSpec(NamedTuple):

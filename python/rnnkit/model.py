@@ -5,28 +5,24 @@ layer trained with truncated BPTT, and its cells :class:`RNN` (Elman), :class:`G
 from __future__ import annotations
 
 import importlib
-import json
 import os
-import tempfile
 import warnings
 from typing import (Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Type,
                     Union)
 
 import numpy as np
 
-from . import reference
 from .callbacks import CallbackLike, History, TrainingRun
 from ._checks import (DTYPES, as_real_array, check_choice, check_dtype, check_int,
                       check_optional_int, check_optional_positive, check_shape)
 from ._faults import DivergenceError, InterruptGuard, ModelLock, reads_model, writes_model
-from .cells import cell_spec
+from .cells import ACTIVATIONS, cell_spec
 from .layout import layer_suffix, param_count, param_layout, param_views
 from .optimizers import Adam, Optimizer, optimizer_from_config
 
 __all__ = ["Recurrent", "RNN", "GRU", "LSTM", "load", "set_num_threads", "get_num_threads"]
 
 BACKENDS = ("cpp", "reference")
-ACTIVATIONS = reference.ACTIVATIONS
 FORMAT_VERSION = 1
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -34,7 +30,9 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 def _backend_module(name: str) -> Any:
     check_choice(name, "backend", BACKENDS)
-    if name == "reference":
+    if name == "reference":      # imported when first used: most programs never do
+        from . import reference
+
         return reference
     try:
         from . import _core
@@ -630,6 +628,9 @@ class Recurrent:
         its state) and the random generator's state to an ``.npz`` file, so that training
         resumes exactly after :func:`rnnkit.load`, which returns the same class. The file is
         written to a temporary name and renamed into place."""
+        import json       # here and in _saved_json: only saving and loading need them
+        import tempfile
+
         arrays: Dict[str, Any] = {
             "format_version": np.array(FORMAT_VERSION),
             "config": np.array(json.dumps(self.get_config())),
@@ -862,6 +863,8 @@ def _saved_int(files: Dict[str, np.ndarray], key: str) -> int:
 
 
 def _saved_json(files: Dict[str, np.ndarray], key: str, kind: type) -> Any:
+    import json
+
     arr = files[key]
     if arr.shape != () or arr.dtype.kind != "U":
         raise ValueError(f"{key} must be a JSON string, got shape {arr.shape} dtype {arr.dtype}")

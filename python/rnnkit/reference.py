@@ -41,13 +41,12 @@ from typing import Callable, Dict, List, Optional, Protocol, Tuple
 import numpy as np
 
 from ._faults import InterruptGuard
-from .cells import CellSpec, cell_spec
+from .cells import ACTIVATIONS, CellSpec, cell_spec
 from .layout import layer_suffix, param_count, param_views
 
 __all__ = ["forward", "predict", "backward", "forecast", "clip", "sgd_step", "adam_step",
            "train_epoch", "activate", "activation_derivative", "CELL_STEPS"]
 
-ACTIVATIONS = ("tanh", "sigmoid", "relu")
 
 
 def activate(a: np.ndarray, activation: str) -> np.ndarray:

@@ -31,7 +31,8 @@ except ImportError as exc:  # pragma: no cover - only without scikit-learn
 
 from ._checks import check_choice, check_int, check_optional_int
 from .callbacks import History
-from .model import ACTIVATIONS, BACKENDS, CELL_CLASSES
+from .cells import ACTIVATIONS
+from .model import BACKENDS, CELL_CLASSES
 from .optimizers import SGD, Adam, Optimizer
 
 __all__ = ["RNNRegressor"]
