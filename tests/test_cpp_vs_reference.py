@@ -450,9 +450,11 @@ def test_set_num_threads_public_api(core_settings):
 
 
 @pytest.mark.parametrize("isa", ISA_LEVELS)
-# 910 pairs: 9 blocks of 96 + 46 at AVX-512; 868: the last block of 100 (4 joined to 96); 861:
-# at AVX2, 384 + 477 (93 joined to 384); baseline joins the rest to its first block of 768
-@pytest.mark.parametrize("N", [130, 124, 123])
+# T = 7 pairs per record. 945 pairs: at AVX-512 9 blocks of 96 + 81 on its own (a last block
+# of fewer than half a block, 48, joins the one before), at AVX2 384 + 561 (177 joined); 973:
+# AVX-512 8 x 96 + 109 (13 joined), AVX2 2 x 384 + 205 on its own; 868: AVX-512 8 x 96 + 100
+# (4 joined), AVX2 384 + 484 (100 joined); baseline joins the rest to its first block of 768
+@pytest.mark.parametrize("N", [135, 139, 124])
 def test_tiled_loops_equal_plain_loops_with_long_products(core_settings, isa, N):
     """Products longer than a cache block (the weight gradients sum over N * T pairs, here
     more than any level's block of k, with a short remainder on its own or joined to the last
