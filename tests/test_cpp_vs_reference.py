@@ -403,27 +403,36 @@ def test_activations_of_any_row_length_equal_one_at_a_time(core_settings, activa
             assert_same_bits(row, alone, err_msg=f"{isa} H={H}")
 
 
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_sigmoid_rows_of_moderate_values_equal_the_general_steps(core_settings, dtype):
-    """A row whose every |a| is at most 700 (float64) or 80 (float32) takes sigmoid's shorter
-    steps, any other row the general ones: the same bits for the same value either way. Each
-    row is computed again with one value past the bound appended (at the end, in a whole
-    vector, and alone in a part of one), which sends the whole row through the general steps."""
+def test_rows_in_the_shorter_steps_domain_equal_the_general_steps(core_settings, activation,
+                                                                   dtype):
+    """A row whose every |a| is below 0.625 takes tanh's small branch alone, one whose every
+    |a| is at most 700 (float64) or 80 (float32) sigmoid's steps without subnormal e, any other
+    row the general steps: the same bits for the same value either way. Each row is computed
+    again with one value outside the domain appended (at the end, in a whole vector, or alone
+    in a part of one), which sends the whole row through the general steps."""
     rng = np.random.default_rng(31)
-    bound = 700.0 if dtype == np.float64 else 80.0
-    a = np.concatenate([rng.normal(size=200) * s for s in (1e-6, 0.5, 3, 30)]
-                       + [rng.uniform(-bound, bound, 200),
-                          np.array([bound, -bound, np.nextafter(dtype(bound), dtype(0)),
-                                    -np.nextafter(dtype(bound), dtype(0)), 0.0, -0.0])]
+    if activation == "tanh":
+        bound = dtype(0.625)
+        top = np.nextafter(bound, dtype(0))            # the domain is |a| < 0.625
+        outside = (bound, -bound, dtype(3.0), np.inf, np.nan)
+    else:
+        bound = dtype(700.0 if dtype == np.float64 else 80.0)
+        top = bound                                    # |a| <= the bound
+        outside = (np.nextafter(bound, dtype(np.inf)), -np.nextafter(bound, dtype(np.inf)),
+                   np.inf, np.nan)
+    a = np.concatenate([rng.normal(size=200) * s for s in (1e-6, 0.05, 0.3, 3, 30)]
+                       + [rng.uniform(-top, top, 200),
+                          np.array([top, -top, np.nextafter(top, dtype(0)), 0.0, -0.0])]
                        ).astype(dtype)
-    a = a[np.abs(a) <= bound]
-    far = np.nextafter(dtype(bound), dtype(np.inf))   # the first value past the bound
+    a = a[np.abs(a) <= top]
 
-    def sigmoid_row(values):                           # U = values, W = 0, x = 1: h = f(U)
+    def activated_row(values):                         # U = values, W = 0, x = 1: h = f(U)
         H = len(values)
         params = np.concatenate([values, np.zeros(H * H, dtype), np.ones(H, dtype)])
         return _core.predict(np.ones((1, 1, 1), dtype), None, params.astype(dtype), H, 1,
-                             False, "sigmoid", False)[1][0]
+                             False, activation, False)[1][0]
 
     for isa in ISA_LEVELS:
         if not available(isa):
@@ -432,10 +441,10 @@ def test_sigmoid_rows_of_moderate_values_equal_the_general_steps(core_settings, 
         for H in (7, 16, 100):
             for start in range(0, len(a) - H, 97):
                 row = a[start:start + H]
-                moderate = sigmoid_row(row)
-                for extra in (far, -far, np.inf):
-                    general = sigmoid_row(np.append(row, dtype(extra)))
-                    assert_same_bits(general[:H], moderate, err_msg=f"{isa} H={H} {extra}")
+                short = activated_row(row)
+                for extra in outside:
+                    general = activated_row(np.append(row, dtype(extra)))
+                    assert_same_bits(general[:H], short, err_msg=f"{isa} H={H} {extra}")
 
 
 def test_set_num_threads_public_api(core_settings):
