@@ -13,7 +13,8 @@
 //            subnormal, skips the steps that only such an e needs: the same bits, fewer steps.
 //   A row whose every |x| is below 0.625 computes tanh's small branch alone, without e; the
 //   same bits, in a third (double) or a fifth (float) of the steps. Small recurrent networks
-//   often run there: every row of the benchmarks' W2, W3 and the first example does.
+//   often run there: at their weights every row of the benchmarks' W2 and W3 does, and every
+//   row of the first example before and after its training.
 // They stay within 3 units in the last place (double) and 2 (float) of the correctly rounded
 // values (the tests check it against NumPy at every level). Like gemm.cpp, this file is compiled
 // with -ffp-contract=fast: its AVX-512 and AVX2 compilations fuse each multiply-add into one
@@ -252,22 +253,23 @@ RNNKIT_LANES V function_lanes(V v) {
     return sigmoid_moderate_lanes(v);
 }
 
-// The largest |x[i]| of x[0:n] (0 for n = 0), as the bits of its magnitude read as an integer:
-// they order non-negative values as the values do and put NaN above infinity, so that a
-// comparison with a bound's bits is false for a NaN anywhere in the row.
+// |v| as the bits of its magnitude read as an integer: they order non-negative values as the
+// values do and put NaN above infinity, so that comparing a row's largest with a bound's is
+// false for a NaN anywhere in the row.
 template <typename Real>
-struct Magnitude {
-    typedef std::conditional_t<sizeof(Real) == 8, long long, int> Int;
-    static Int bits(Real v) {
-        Int b;
-        std::memcpy(&b, &v, sizeof b);
-        return b & std::numeric_limits<Int>::max();   // every bit but the sign
-    }
-};
+using MagnitudeInt = std::conditional_t<sizeof(Real) == 8, long long, int>;
 
 template <typename Real>
-RNNKIT_LANES typename Magnitude<Real>::Int largest_magnitude(const Real* x, int64_t n) {
-    typedef typename Magnitude<Real>::Int Int;
+RNNKIT_LANES MagnitudeInt<Real> magnitude_bits(Real v) {
+    MagnitudeInt<Real> b;
+    std::memcpy(&b, &v, sizeof b);
+    return b & std::numeric_limits<MagnitudeInt<Real>>::max();   // every bit but the sign
+}
+
+// The largest magnitude_bits over x[0:n] (0 for n = 0), a vector at a time.
+template <typename Real>
+RNNKIT_LANES MagnitudeInt<Real> largest_magnitude(const Real* x, int64_t n) {
+    typedef MagnitudeInt<Real> Int;
     typedef Int vint __attribute__((vector_size(64)));
     constexpr int64_t LN = 64 / int64_t(sizeof(Real));
     vint largest{};
@@ -280,7 +282,7 @@ RNNKIT_LANES typename Magnitude<Real>::Int largest_magnitude(const Real* x, int6
     }
     Int most = 0;
     for (int64_t l = 0; l < LN; ++l) most = std::max(most, Int(largest[l]));
-    for (; i < n; ++i) most = std::max(most, Magnitude<Real>::bits(x[i]));
+    for (; i < n; ++i) most = std::max(most, magnitude_bits(x[i]));
     return most;
 }
 
@@ -333,14 +335,14 @@ RNNKIT_LANES void map_lanes(Real* x, int64_t n) {
 #define RNNKIT_ACTIVATION_LEVEL(name, attributes)                                                \
     template <typename Real>                                                                   \
     attributes void name##_tanh(Real* x, int64_t n) {                                         \
-        if (largest_magnitude(x, n) < Magnitude<Real>::bits(Real(0.625)))                      \
+        if (largest_magnitude(x, n) < magnitude_bits(Real(0.625)))                            \
             map_lanes<Function::TanhSmall>(x, n);                                              \
         else                                                                                   \
             map_lanes<Function::Tanh>(x, n);                                                   \
     }                                                                                          \
     template <typename Real>                                                                   \
     attributes void name##_sigmoid(Real* x, int64_t n) {                                      \
-        if (largest_magnitude(x, n) <= Magnitude<Real>::bits(Real(sizeof(Real) == 8 ? 700 : 80))) \
+        if (largest_magnitude(x, n) <= magnitude_bits(Real(sizeof(Real) == 8 ? 700 : 80)))    \
             map_lanes<Function::SigmoidModerate>(x, n);                                        \
         else                                                                                   \
             map_lanes<Function::Sigmoid>(x, n);                                                \
