@@ -463,6 +463,22 @@ struct StepRows {
     Activation act;
 };
 
+// Asks for record r's lines of one backward step before they are used: its cache row, T·C·H
+// scalars from the record before's (read), and its rows of Δ, as far apart (written: without
+// the hint each of their lines is a store miss that must first read the line, from L3 for a
+// batch whose caches and Δ outgrow L2; W2 and W3 train 2-4% faster with it).
+template <typename Cell, typename Real>
+__attribute__((always_inline)) inline void prefetch_next_row(const StepRows<Real>& a,
+                                                             int64_t r) {
+    constexpr int64_t line = 64 / int64_t(sizeof(Real));
+    for (int64_t j = 0; j < Cell::cache * a.H; j += line)
+        __builtin_prefetch(a.cache + r * a.ld + j);
+    for (int64_t j = 0; j < Cell::gates * a.H; j += line) {
+        __builtin_prefetch(a.dx + r * a.ld_step + j, 1);
+        if (Cell::separate_dh) __builtin_prefetch(a.dh + r * a.ld_step + j, 1);
+    }
+}
+
 // The loop over the rows, compiled once per instruction-set level (flattened: the cell's loops
 // are inlined and vectorized at the level; they are elementwise and this file does not fuse
 // multiply-adds, so every level computes the same bits).
@@ -470,9 +486,8 @@ struct StepRows {
     template <typename Cell, typename Real>                                                    \
     attributes __attribute__((flatten)) void name##_backward_rows(const StepRows<Real>& a) {   \
         for (int64_t r = 0; r < a.rows; ++r) {                                                 \
-            if (r + 1 < a.rows) /* the next record's cache row: T·C·H scalars away */          \
-                for (int64_t j = 0; j < Cell::cache * a.H; j += 64 / int64_t(sizeof(Real)))    \
-                    __builtin_prefetch(a.cache + (r + 1) * a.ld + j);                          \
+            if (r + 1 < a.rows)                                                                \
+                prefetch_next_row<Cell>(a, r + 1);                                             \
             Cell::backward_row(a.dx + r * a.ld_step, a.dh + r * a.ld_step, a.ds_prev + r * a.DS, \
                                a.ds + r * a.DS, a.Hp, a.cache + r * a.ld,                      \
                                a.prev + r * a.ld_prev, a.H, a.act);                            \
