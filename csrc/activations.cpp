@@ -55,7 +55,9 @@ struct ExpParts {
 
 template <bool Subnormals>
 RNNKIT_LANES ExpParts exp_parts(vd z) {
-    const vd magic = splat(6755399441055744.0);        // 1.5 * 2^52: adding it rounds to an integer
+    // 1.5 * 2^52 + 1023: adding it rounds to an integer and leaves n + 1023 in the low bits of
+    // the sum, which the shift below moves into 2^n's exponent field (the other bits shift out)
+    const vd magic = splat(6755399441055744.0 + 1023.0);
     const vd shifted = z * 1.4426950408889634073599 + magic;       // round(z / ln 2) + magic
     const vd n = shifted - magic;
     vd r = z - n * 6.93145751953125E-1;                // ln 2 in two parts, the first exact
@@ -69,13 +71,16 @@ RNNKIT_LANES ExpParts exp_parts(vd z) {
     q = q * rr + 2.52448340349684104192E-3;
     q = q * rr + 2.27265548208155028766E-1;
     q = q * rr + 2.00000000000000000009E0;
-    vl ni, magic_bits;                                 // n as an integer: the low mantissa bits
-    std::memcpy(&ni, &shifted, sizeof ni);
-    std::memcpy(&magic_bits, &magic, sizeof magic_bits);
-    ni -= magic_bits;
+    vl sum;
+    std::memcpy(&sum, &shifted, sizeof sum);
     vl deep{};                                         // lanes whose 2^n is below 2^-1000
-    if constexpr (Subnormals) deep = ni < -1000;
-    const vl bits = ((deep ? ni + 54 : ni) + 1023) << 52;
+    if constexpr (Subnormals) {
+        const vd base = splat(6755399441055744.0);
+        vl base_bits;
+        std::memcpy(&base_bits, &base, sizeof base_bits);
+        deep = sum - base_bits < 1023 - 1000;          // n + 1023 < 23
+    }
+    const vl bits = (deep ? sum + 54 : sum) << 52;
     vd scale;
     std::memcpy(&scale, &bits, sizeof scale);
     return {q + rp, q - rp, scale, deep ? splat(0x1p-54) : splat(1.0)};
@@ -127,37 +132,17 @@ RNNKIT_LANES vd sigmoid_lanes(vd a) {
 
 // sigmoid_lanes for |a| <= 700 in every lane, bit for bit: e^-|a| >= e^-700 is normal, so the
 // exponent's 2^n needs no second factor, e's numerator se = num 2^n is exact, and rounding
-// se / (den + se) once is rounding num / (den + se) and then scaling by 2^n exactly. z needs
-// no clamp, and 2^n's bits come straight from the rounding sum: adding 1.5 * 2^52 + 1023
-// leaves n + 1023 in the low bits, which the shift moves into the exponent field (the rest of
-// the sum's bits shift out).
+// se / (den + se) once is rounding num / (den + se) and then scaling by 2^n exactly; -|a|
+// needs no clamp.
 RNNKIT_LANES vd sigmoid_moderate_lanes(vd a) {
     vl bits;
     std::memcpy(&bits, &a, sizeof bits);
-    bits |= vl{} + std::numeric_limits<long long>::min();      // the sign bit: z = -|a|
+    bits |= vl{} + std::numeric_limits<long long>::min();      // the sign bit: -|a|
     vd z;
     std::memcpy(&z, &bits, sizeof z);
-    const vd magic = splat(6755399441055744.0 + 1023.0);
-    const vd shifted = z * 1.4426950408889634073599 + magic;
-    const vd n = shifted - magic;
-    vd r = z - n * 6.93145751953125E-1;
-    r = r - n * 1.42860682030941723212E-6;
-    const vd rr = r * r;
-    vd p = splat(1.26177193074810590878E-4);
-    p = p * rr + 3.02994407707441961300E-2;
-    p = p * rr + 9.99999999999999999910E-1;
-    const vd rp = r * p;
-    vd q = splat(3.00198505138664455042E-6);
-    q = q * rr + 2.52448340349684104192E-3;
-    q = q * rr + 2.27265548208155028766E-1;
-    q = q * rr + 2.00000000000000000009E0;
-    std::memcpy(&bits, &shifted, sizeof bits);
-    bits <<= 52;
-    vd scale;
-    std::memcpy(&scale, &bits, sizeof scale);
-    const vd num = q + rp, den = q - rp;
-    const vd se = num * scale;
-    return (a >= 0.0 ? den : se) / (den + se);
+    const ExpParts e = exp_parts<false>(z);
+    const vd se = e.num * e.scale;
+    return (a >= 0.0 ? e.den : se) / (e.den + se);
 }
 
 // Single precision, sixteen lanes: the same algorithms with Cephes' float coefficients.
