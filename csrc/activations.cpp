@@ -55,9 +55,12 @@ struct ExpParts {
 
 template <bool Subnormals>
 RNNKIT_LANES ExpParts exp_parts(vd z) {
-    // 1.5 * 2^52 + 1023: adding it rounds to an integer and leaves n + 1023 in the low bits of
-    // the sum, which the shift below moves into 2^n's exponent field (the other bits shift out)
-    const vd magic = splat(6755399441055744.0 + 1023.0);
+    // 1.5 * 2^52 + 1024: adding it rounds to an integer and leaves n + 1024 in the low bits of
+    // the sum, from which the shift below builds 2^n's exponent field (the other bits shift
+    // out). An even offset, so that a sum exactly halfway between two integers (possible where
+    // the product is rounded on its own, at the baseline level) rounds to the same n as with
+    // 1.5 * 2^52 alone: adding an odd one would flip such ties.
+    const vd magic = splat(6755399441055744.0 + 1024.0);
     const vd shifted = z * 1.4426950408889634073599 + magic;       // round(z / ln 2) + magic
     const vd n = shifted - magic;
     vd r = z - n * 6.93145751953125E-1;                // ln 2 in two parts, the first exact
@@ -78,9 +81,9 @@ RNNKIT_LANES ExpParts exp_parts(vd z) {
         const vd base = splat(6755399441055744.0);
         vl base_bits;
         std::memcpy(&base_bits, &base, sizeof base_bits);
-        deep = sum - base_bits < 1023 - 1000;          // n + 1023 < 23
+        deep = sum - base_bits < 1024 - 1000;          // n + 1024 < 24
     }
-    const vl bits = (deep ? sum + 54 : sum) << 52;
+    const vl bits = (deep ? sum + 53 : sum - 1) << 52;        // (n [+ 54] + 1023) << 52
     vd scale;
     std::memcpy(&scale, &bits, sizeof scale);
     return {q + rp, q - rp, scale, deep ? splat(0x1p-54) : splat(1.0)};

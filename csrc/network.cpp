@@ -464,9 +464,10 @@ struct StepRows {
 };
 
 // Asks for record r's lines of one backward step before they are used: its cache row, T·C·H
-// scalars from the record before's (read), and its rows of Δ, as far apart (written: without
-// the hint each of their lines is a store miss that must first read the line, from L3 for a
-// batch whose caches and Δ outgrow L2; W2 and W3 train 2-4% faster with it).
+// scalars from the record before's (read), and its rows of Δ (written; as far apart when the
+// sweep writes Δ itself, next to each other in a truncated sweep's step buffer). Without the
+// hint each line of Δ is a store miss that must first read the line, from L3 for a batch
+// whose caches and Δ outgrow L2 (W2 and W3 train 2-4% faster with it).
 template <typename Cell, typename Real>
 __attribute__((always_inline)) inline void prefetch_next_row(const StepRows<Real>& a,
                                                              int64_t r) {

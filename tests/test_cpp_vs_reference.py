@@ -447,6 +447,45 @@ def test_rows_in_the_shorter_steps_domain_equal_the_general_steps(core_settings,
                     assert_same_bits(general[:H], short, err_msg=f"{isa} H={H} {extra}")
 
 
+def test_baseline_sigmoid_is_the_unfused_cephes_steps_ties_included(core_settings):
+    """At the baseline level (no FMA) the sigmoid of a < 0 is exactly the documented steps,
+    each rounded on its own, as NumPy rounds them: n = round(z log2(e)) with the product
+    rounded first, so that it can be exactly halfway between two integers (1,096 such z in
+    [-746, 0]) and rounds to even; e^r by Cephes' Pade quotient; 2^n in the exponent bits, in
+    two factors below 2^-1000. Random a are checked too, in both of sigmoid's row paths."""
+    log2e = 1.4426950408889634073599
+    halves = -(np.arange(1077) + 0.5)
+    z = halves / log2e
+    near = np.concatenate([z] + [z + k * np.spacing(z) for k in range(-6, 7) if k])
+    ties = np.unique(near[(near * log2e == np.round(near * log2e * 2) / 2)
+                          & (near * log2e % 1 != 0) & (near >= -746) & (near <= 0)])
+    assert len(ties) == 1096
+    rng = np.random.default_rng(12)
+    a = np.concatenate([ties, -np.abs(rng.normal(size=3000)) * 200, [-699.9, -700.0, -744.0]])
+
+    magic = 6755399441055744.0                         # 1.5 * 2^52
+    zz = np.maximum(a, -746.0)
+    n = (zz * log2e + magic) - magic                   # rounds half to even, as the C++ sum
+    r = (zz - n * 6.93145751953125E-1) - n * 1.42860682030941723212E-6
+    rr = r * r
+    p = (1.26177193074810590878E-4 * rr + 3.02994407707441961300E-2) * rr \
+        + 9.99999999999999999910E-1
+    q = ((3.00198505138664455042E-6 * rr + 2.52448340349684104192E-3) * rr
+         + 2.27265548208155028766E-1) * rr + 2.00000000000000000009E0
+    num, den = q + r * p, q - r * p
+    ni = n.astype(np.int64)
+    deep = ni < -1000
+    scale = np.ldexp(1.0, np.where(deep, ni + 54, ni))
+    extra = np.where(deep, 2.0 ** -54, 1.0)
+    se = num * scale * extra
+    want = (num / (den + se)) * scale * extra
+
+    _core._set_isa("baseline")
+    params = np.array([1.0, 0.0, 1.0])                 # U = 1, W = 0, V = 1: h = f(a) exactly
+    got = _core.forward(a.reshape(-1, 1, 1), None, params, 1, 1, False, "sigmoid", False)[1]
+    assert_same_bits(got.ravel(), want)
+
+
 def test_set_num_threads_public_api(core_settings):
     rnnkit.set_num_threads(1)
     assert rnnkit.get_num_threads() == 1
@@ -459,11 +498,12 @@ def test_set_num_threads_public_api(core_settings):
 
 
 @pytest.mark.parametrize("isa", ISA_LEVELS)
-# T = 7 pairs per record. 945 pairs: at AVX-512 9 blocks of 96 + 81 on its own (a last block
-# of fewer than half a block, 48, joins the one before), at AVX2 384 + 561 (177 joined); 973:
-# AVX-512 8 x 96 + 109 (13 joined), AVX2 2 x 384 + 205 on its own; 868: AVX-512 8 x 96 + 100
-# (4 joined), AVX2 384 + 484 (100 joined); baseline joins the rest to its first block of 768
-@pytest.mark.parametrize("N", [135, 139, 124])
+# T = 7 pairs per record (dU's K; dW's is one fewer). 945 pairs: at AVX-512 9 blocks of 96 + 81
+# on its own (a last block of fewer than half a block, 48, joins the one before), at AVX2
+# 384 + 561 (177 joined); 973: AVX-512 9 x 96 + 109 (13 joined), AVX2 2 x 384 + 205 on its own;
+# 868: AVX-512 8 x 96 + 100 (4 joined), AVX2 384 + 484 (100 joined); 623: AVX-512 5 x 96 + 143
+# (47 joined: the largest block); baseline joins the rest to its first block of 768
+@pytest.mark.parametrize("N", [135, 139, 124, 89])
 def test_tiled_loops_equal_plain_loops_with_long_products(core_settings, isa, N):
     """Products longer than a cache block (the weight gradients sum over N * T pairs, here
     more than any level's block of k, with a short remainder on its own or joined to the last

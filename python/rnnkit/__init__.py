@@ -5,7 +5,7 @@ the same functions; :class:`RNN` (Elman), :class:`GRU` and :class:`LSTM`, stacks
 recurrent layers, train on either with truncated BPTT, clipping, SGD or Adam.
 """
 
-from typing import Any
+from typing import Any as _Any, List as _List
 
 from . import callbacks, data
 from ._faults import DivergenceError, ModelInUseError
@@ -17,13 +17,17 @@ from .optimizers import SGD, Adam, Optimizer
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     """rnnkit.reference, imported when first used (most programs run the C++ core only)."""
     if name == "reference":
         import importlib
 
         return importlib.import_module(".reference", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> _List[str]:
+    return sorted(set(globals()) | {"reference"})
 
 __all__ = ["Recurrent", "RNN", "GRU", "LSTM", "SGD", "Adam", "Optimizer", "load", "History",
            "EarlyStopping", "ModelCheckpoint", "DivergenceError", "ModelInUseError", "callbacks", "data",

@@ -48,7 +48,6 @@ __all__ = ["forward", "predict", "backward", "forecast", "clip", "sgd_step", "ad
            "train_epoch", "activate", "activation_derivative", "CELL_STEPS"]
 
 
-
 def activate(a: np.ndarray, activation: str) -> np.ndarray:
     """h = f(a) for f in tanh, sigmoid, relu. The sigmoid is written so it never overflows."""
     h: np.ndarray
