@@ -42,6 +42,10 @@ typedef long long vl __attribute__((vector_size(L * sizeof(long long))));
 
 RNNKIT_LANES vd splat(double x) { return vd{} + x; }
 
+// tanh's rational branch covers |x| below this, its exponential branch the rest (in both
+// precisions); a row whose every |x| is below it takes the rational branch alone
+constexpr double kTanhSmallBelow = 0.625;
+
 // e^z for z in [-746, 0] (the callers clamp) as scale * extra * num / den, NaN staying NaN:
 // z = n ln2 + r (two-part Cody-Waite), e^r = (Q(r^2) + r P(r^2)) / (Q(r^2) - r P(r^2)) with
 // Cephes' Pade coefficients for |r| <= ln(2)/2 (an approximation error far below double
@@ -106,7 +110,7 @@ RNNKIT_LANES vd tanh_lanes(vd x) {
     const ExpParts e = exp_parts<false>(minus_2ax < -45.0 ? splat(-45.0) : minus_2ax);
     const vd se = e.num * e.scale;
     // one division for both: small = (x q + x z p) / q, large as above
-    const vl is_small = ax < 0.625;
+    const vl is_small = ax < kTanhSmallBelow;
     const vd one_minus_e = x < 0.0 ? se - e.den : e.den - se;
     const vd numerator = is_small ? x * q + x * z * p : one_minus_e;
     const vd denominator = is_small ? q : e.den + se;
@@ -200,7 +204,7 @@ RNNKIT_LANES vf tanh_lanes(vf x) {
     // from |x| = 10 on e < 2^-28 and the quotient rounds to exactly +-1: -2|x| stops at -20
     const vf minus_2ax = -2.0f * ax;
     const vf e = expf_nonpositive<false>(minus_2ax < -20.0f ? splat_f(-20.0f) : minus_2ax);
-    const vi is_small = ax < 0.625f;
+    const vi is_small = ax < float(kTanhSmallBelow);
     const vf numerator = is_small ? x + x * z * p : (x < 0.0f ? e - 1.0f : 1.0f - e);
     const vf denominator = is_small ? splat_f(1.0f) : 1.0f + e;
     return numerator / denominator;
@@ -323,7 +327,7 @@ RNNKIT_LANES void map_lanes(Real* x, int64_t n) {
 #define RNNKIT_ACTIVATION_LEVEL(name, attributes)                                                \
     template <typename Real>                                                                   \
     attributes void name##_tanh(Real* x, int64_t n) {                                         \
-        if (largest_magnitude(x, n) < magnitude_bits(Real(0.625)))                            \
+        if (largest_magnitude(x, n) < magnitude_bits(Real(kTanhSmallBelow)))                  \
             map_lanes<Function::TanhSmall>(x, n);                                              \
         else                                                                                   \
             map_lanes<Function::Tanh>(x, n);                                                   \

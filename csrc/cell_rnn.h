@@ -22,7 +22,9 @@ struct RnnCell {
     template <typename Real>
     static void backward_row(Real* dx, Real*, Real*, const Real* dstate, int64_t,
                              const Real* cache, const Real*, int64_t H, Activation act) {
-        with_activation(act, [&](auto a) { backward_lanes<decltype(a)::value>(dx, dstate, cache, H); });
+        with_activation(act, [&](auto a) {
+            backward_lanes<decltype(a)::value>(dx, dstate, cache, H);
+        });
     }
 
     // backward_row's loop, with restrict pointers so that it vectorizes

@@ -347,6 +347,23 @@ def test_train_epoch_callback_can_stop_and_its_exception_is_returned(backend):
     assert (status, error, step, losses.shape) == ("stopped", None, 1, (1,))
 
 
+def activated_row(values, activation):
+    """f(values) computed as one row of H = len(values) hidden units: U = values, W = 0, no
+    bias, V = 1 and x = 1, so that h = f(U) exactly."""
+    H, dtype = len(values), values.dtype.type
+    params = np.concatenate([values, np.zeros(H * H, dtype), np.ones(H, dtype)])
+    return _core.predict(np.ones((1, 1, 1), dtype), None, params, H, 1, False, activation,
+                         False)[1][0]
+
+
+def activated_each(values, activation):
+    """f(values) computed for each value alone: one record per value, H = 1, U = 1, W = 0,
+    V = 1, so that h = f(x) exactly."""
+    dtype = values.dtype.type
+    return _core.predict(values.reshape(-1, 1, 1), None, np.array([1, 0, 1], dtype), 1, 1,
+                         False, activation, False)[1][:, 0]
+
+
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_activations_accurate_at_every_level_equal_where_fused(core_settings, activation, dtype):
@@ -359,13 +376,11 @@ def test_activations_accurate_at_every_level_equal_where_fused(core_settings, ac
                        + [np.array([0.0, -0.0, 0.625, -0.625, 1e4, -1e4, 709.0, -709.0, 744.0,
                                     -744.0, np.inf, -np.inf, np.finfo(dtype).max,
                                     -np.finfo(dtype).max])]).astype(dtype)
-    params = np.array([1.0, 0.0, 1.0], dtype)          # U = 1, W = 0, V = 1: h = f(a) exactly
     outs = {}
     for isa in ISA_LEVELS:
         if available(isa):
             _core._set_isa(isa)
-            outs[isa] = _core.forward(a.reshape(-1, 1, 1), None, params, 1, 1, False,
-                                      activation, False)[1].ravel()
+            outs[isa] = activated_each(a, activation)
     if "avx2" in outs and "avx512" in outs:
         assert_same_bits(outs["avx2"], outs["avx512"])
     x = a.astype(np.float64)
@@ -394,13 +409,8 @@ def test_activations_of_any_row_length_equal_one_at_a_time(core_settings, activa
         _core._set_isa(isa)
         for H in (1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 100):
             a = rng.normal(scale=3.0, size=H).astype(dtype)
-            # U = a, W = 0, no bias, x = 1: h = f(a) in one row
-            params = np.concatenate([a, np.zeros(H * H), np.ones(H)]).astype(dtype)
-            row = _core.predict(np.ones((1, 1, 1), dtype), None, params, H, 1, False,
-                                activation, False)[1][0]
-            alone = _core.predict(a.reshape(-1, 1, 1), None, np.array([1, 0, 1], dtype), 1,
-                                  1, False, activation, False)[1][:, 0]
-            assert_same_bits(row, alone, err_msg=f"{isa} H={H}")
+            assert_same_bits(activated_row(a, activation), activated_each(a, activation),
+                             err_msg=f"{isa} H={H}")
 
 
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
@@ -428,12 +438,6 @@ def test_rows_in_the_shorter_steps_domain_equal_the_general_steps(core_settings,
                        ).astype(dtype)
     a = a[np.abs(a) <= top]
 
-    def activated_row(values):                         # U = values, W = 0, x = 1: h = f(U)
-        H = len(values)
-        params = np.concatenate([values, np.zeros(H * H, dtype), np.ones(H, dtype)])
-        return _core.predict(np.ones((1, 1, 1), dtype), None, params.astype(dtype), H, 1,
-                             False, activation, False)[1][0]
-
     for isa in ISA_LEVELS:
         if not available(isa):
             continue
@@ -441,9 +445,9 @@ def test_rows_in_the_shorter_steps_domain_equal_the_general_steps(core_settings,
         for H in (7, 16, 100):
             for start in range(0, len(a) - H, 97):
                 row = a[start:start + H]
-                short = activated_row(row)
+                short = activated_row(row, activation)
                 for extra in outside:
-                    general = activated_row(np.append(row, dtype(extra)))
+                    general = activated_row(np.append(row, dtype(extra)), activation)
                     assert_same_bits(general[:H], short, err_msg=f"{isa} H={H} {extra}")
 
 
@@ -481,9 +485,7 @@ def test_baseline_sigmoid_is_the_unfused_cephes_steps_ties_included(core_setting
     want = (num / (den + se)) * scale * extra
 
     _core._set_isa("baseline")
-    params = np.array([1.0, 0.0, 1.0])                 # U = 1, W = 0, V = 1: h = f(a) exactly
-    got = _core.forward(a.reshape(-1, 1, 1), None, params, 1, 1, False, "sigmoid", False)[1]
-    assert_same_bits(got.ravel(), want)
+    assert_same_bits(activated_each(a, "sigmoid"), want)
 
 
 def test_set_num_threads_public_api(core_settings):

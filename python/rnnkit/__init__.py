@@ -29,6 +29,7 @@ def __getattr__(name: str) -> _Any:
 def __dir__() -> _List[str]:
     return sorted(set(globals()) | {"reference"})
 
+
 __all__ = ["Recurrent", "RNN", "GRU", "LSTM", "SGD", "Adam", "Optimizer", "load", "History",
            "EarlyStopping", "ModelCheckpoint", "DivergenceError", "ModelInUseError", "callbacks", "data",
            "reference", "param_layout", "param_count", "param_views", "set_num_threads",
