@@ -5,6 +5,7 @@ network) and issue 5 (W2-GRU, W2-LSTM, W2-LSTM2: W2 with GRU/LSTM layers), in on
     python benchmarks/run.py --quick               # fewer epochs (a few minutes)
     python benchmarks/run.py --workloads W1,W2 --threads 1 --epochs 5
     python benchmarks/run.py --workloads W2-LSTM2  # the two-layer LSTM: only when asked for
+    python benchmarks/run.py --runs 3              # three runs; then issue 3's targets in each
 
 For each workload (benchmarks/workloads.py) and thread count, every implementation
 (benchmarks/impls.py: rnnkit C++, the rnnkit reference, and PyTorch and JAX when installed)
@@ -352,7 +353,7 @@ def summarize(session: dict, peaks: Dict[str, Dict[int, float]]) -> None:
 
 
 def report(args, sessions: List[dict], peaks, processes: List[dict], started: float,
-           load_before, notes: List[str]) -> str:
+           load_before, notes: List[str], heading: str = "") -> str:
     import rnnkit
     from rnnkit import _core
 
@@ -372,7 +373,7 @@ def report(args, sessions: List[dict], peaks, processes: List[dict], started: fl
         pass
     load_after = os.getloadavg() if hasattr(os, "getloadavg") else None
     command = " ".join(["python benchmarks/run.py"] + list(args.argv))
-    lines.append(f"## rnnkit benchmark: `{command}`")
+    lines.append(f"## rnnkit benchmark: `{command}`{heading}")
     lines.append("")
     lines.append(f"{cpu}, {os.cpu_count()} logical CPUs, FMA loop on {_core._fma_peak_isa()}; "
                  f"Python {platform.python_version()}; {', '.join(versions)}. "
@@ -412,7 +413,7 @@ def report(args, sessions: List[dict], peaks, processes: List[dict], started: fl
             lines.append(f"| {p['label']}{status} | {p['wall']:.2f} | {p['maxrss_mib']:.0f} "
                          f"| {rmse} |")
         lines.append("")
-    targets = target_lines(sessions)
+    targets = target_lines(sessions, processes)
     if targets:
         lines.append("Targets of issue 3 (medians, ratios from this run):")
         lines.append("")
@@ -428,7 +429,9 @@ def report(args, sessions: List[dict], peaks, processes: List[dict], started: fl
     return "\n".join(lines)
 
 
-def target_lines(sessions: List[dict]) -> List[str]:
+def target_results(sessions: List[dict]) -> List[dict]:
+    """Each of issue 3's ratio and peak targets that this run measured: its label (`what`),
+    the value reached (`shown`) and whether it is met."""
     by_key = {(s["workload"], s["threads"]): s for s in sessions}
     out = []
     for wl, peer, goal, threads in workloads.TARGETS:
@@ -440,16 +443,54 @@ def target_lines(sessions: List[dict]) -> List[str]:
             if rn.get("peak_fraction") is None:
                 continue
             got = rn["peak_fraction"]
-            out.append(f"- {wl}, {threads} thread(s): rnnkit at ≥ {100 * goal:.0f}% of the FMA "
-                       f"peak: {100 * got:.1f}% — {'met' if got >= goal else 'NOT met'}")
+            out.append({"what": f"{wl}, {threads} thread(s): rnnkit at ≥ {100 * goal:.0f}% of "
+                                f"the FMA peak", "shown": f"{100 * got:.1f}%",
+                        "met": got >= goal})
         else:
             r = s["impls"].get(peer)
             if not r or "median" not in r:
                 continue
             got = r["median"] / rn["median"]
-            out.append(f"- {wl}, {threads} thread(s): rnnkit ≥ {goal:g}× faster than "
-                       f"{impls.LABELS[peer]}: {got:.2f}× — {'met' if got >= goal else 'NOT met'}")
+            out.append({"what": f"{wl}, {threads} thread(s): rnnkit ≥ {goal:g}× faster than "
+                                f"{impls.LABELS[peer]}", "shown": f"{got:.2f}×",
+                        "met": got >= goal})
     return out
+
+
+def process_target(processes: List[dict]) -> Optional[dict]:
+    """The first example's target (whole process, imports included: ≤ 0.5 s, ≤ 80 MiB), from
+    the installed copy's run (the first row), if it was measured."""
+    if not processes:
+        return None
+    p = processes[0]
+    met = p["status"] == 0 and p["wall"] <= 0.5 and p["maxrss_mib"] <= 80
+    return {"what": "first example, whole process: ≤ 0.5 s and ≤ 80 MiB",
+            "shown": f"{p['wall']:.2f} s, {p['maxrss_mib']:.0f} MiB", "met": met}
+
+
+def all_targets(sessions: List[dict], processes: List[dict]) -> List[dict]:
+    first = process_target(processes)
+    return target_results(sessions) + ([first] if first else [])
+
+
+def target_lines(sessions: List[dict], processes: List[dict]) -> List[str]:
+    return [f"- {t['what']}: {t['shown']} — {'met' if t['met'] else 'NOT met'}"
+            for t in all_targets(sessions, processes)]
+
+
+def runs_table(runs: List[dict]) -> List[str]:
+    """Issue 3's targets in each of several runs of the whole benchmark, side by side."""
+    rows: Dict[str, List[str]] = {}
+    for i, run in enumerate(runs):
+        for t in all_targets(run["sessions"], run["processes"]):
+            cells = rows.setdefault(t["what"], ["–"] * len(runs))
+            cells[i] = f"**{t['shown']}**" if t["met"] else t["shown"]
+    lines = ["| target (bold: met) | " + " | ".join(f"run {i + 1}" for i in range(len(runs)))
+             + " | met in |", "|---|" + "---|" * len(runs) + "---|"]
+    for what, cells in rows.items():
+        met = sum(c.startswith("**") for c in cells)
+        lines.append(f"| {what} | " + " | ".join(cells) + f" | {met} of {len(runs)} |")
+    return lines
 
 
 def main(argv=None) -> int:
@@ -474,11 +515,15 @@ def main(argv=None) -> int:
     p.add_argument("--tiny", action="store_true",
                    help="shrunken workloads (for the tests: checks agreement, times nothing real)")
     p.add_argument("--json", help="also write the raw results to this file")
+    p.add_argument("--runs", type=int, default=1,
+                   help="run the whole benchmark this many times, each run's table in turn, "
+                        "then issue 3's targets in every run side by side (the machine's "
+                        "speed varies from minute to minute)")
     args = p.parse_args(argv)
     args.argv = argv
-    started = time.perf_counter()
+    if args.runs < 1:
+        p.error(f"--runs must be at least 1, got {args.runs}")
     import_core()
-    load_before = os.getloadavg() if hasattr(os, "getloadavg") else (0.0,)
     names = [n.strip() for n in args.workloads.split(",") if n.strip()]
     for n in names:
         workloads.get_workload(n)                         # unknown names fail here
@@ -488,6 +533,38 @@ def main(argv=None) -> int:
     if unknown:
         p.error(f"unknown implementations {sorted(unknown)}; expected some of {impls.IMPLS}")
 
+    runs: List[dict] = []
+    for i in range(args.runs):
+        if args.runs > 1:
+            log(f"run {i + 1} of {args.runs}")
+        run = measure(args, names, thread_counts, impl_names)
+        runs.append(run)
+        heading = f" (run {i + 1} of {args.runs})" if args.runs > 1 else ""
+        print(report(args, run["sessions"], run["peaks"], run["processes"], run["started"],
+                     run["load_before"], run["notes"], heading))
+        if i + 1 < args.runs:
+            print()
+        sys.stdout.flush()
+    if args.runs > 1:
+        print(f"\n## Issue 3's targets in each of the {args.runs} runs\n")
+        print("\n".join(runs_table(runs)))
+    errors = [e for run in runs for s in run["sessions"] for e in s["errors"]]
+    if args.json:
+        with open(args.json, "w") as f:
+            dump = [{"sessions": run["sessions"], "peaks": run["peaks"],
+                     "processes": run["processes"]} for run in runs]
+            json.dump({**dump[-1], "runs": dump, "errors": errors}, f, indent=1, default=str)
+    if errors:
+        print("\nFAILED:\n" + "\n".join(errors), file=sys.stderr)
+        return 1
+    return 0
+
+
+def measure(args, names: List[str], thread_counts: List[int], impl_names: List[str]) -> dict:
+    """One run of the whole benchmark: the FMA peaks, every workload at every thread count,
+    and the whole-process runs of the first example."""
+    started = time.perf_counter()
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else (0.0,)
     notes: List[str] = []
     if args.tiny:
         notes.append("--tiny: shrunken workloads, the figures mean nothing")
@@ -514,18 +591,8 @@ def main(argv=None) -> int:
             notes.append(f"{name}: rnnkit's first-epoch losses at {args.threads} threads are "
                          + ("bitwise identical" if same else "NOT identical"))
     processes = [] if args.no_process else (log("whole process ...") or whole_process(args.quick))
-    text = report(args, sessions, peaks, processes, started, load_before, notes)
-    print(text)
-    errors = [e for s in sessions for e in s["errors"]]
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"sessions": sessions, "peaks": peaks, "processes": processes,
-                       "errors": errors}, f, indent=1, default=str)
-    if errors:
-        print("\nFAILED:\n" + "\n".join(errors), file=sys.stderr)
-        return 1
-    return 0
-
+    return {"sessions": sessions, "peaks": peaks, "processes": processes, "notes": notes,
+            "started": started, "load_before": load_before}
 
 if __name__ == "__main__":
     sys.exit(main())

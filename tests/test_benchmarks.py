@@ -5,6 +5,7 @@ A correctness test, not a timing test: nothing here asserts on a time. PyTorch a
 skipped when not installed.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -67,16 +68,28 @@ def test_workloads_match_the_issue():
 
 
 def test_run_py_end_to_end_tiny(tmp_path):
-    """The one command, on the tiny W1 with the two rnnkit backends: it prints the table and
-    exits 0 (the agreement check passed)."""
+    """The one command, on the tiny W1 with the two rnnkit backends, run twice (--runs 2): it
+    prints each run's table, then the targets it measured in both runs side by side, and exits
+    0 (the agreement check passed)."""
     out = subprocess.run(
         [sys.executable, os.path.join(BENCH, "run.py"), "--tiny", "--quick", "--workloads", "W1",
          "--threads", "1", "--impls", "rnnkit,reference", "--epochs", "1", "--no-process",
-         "--json", str(tmp_path / "r.json")], capture_output=True, text=True, timeout=120)
+         "--runs", "2", "--json", str(tmp_path / "r.json")],
+        capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "| W1 float64 | 1 | rnnkit (C++) |" in out.stdout
-    assert "| W1 float64 | 1 | rnnkit reference (NumPy loop) |" in out.stdout
-    assert (tmp_path / "r.json").exists()
+    for run in (1, 2):
+        assert f"(run {run} of 2)" in out.stdout
+    assert out.stdout.count("| W1 float64 | 1 | rnnkit (C++) |") == 2
+    assert out.stdout.count("| W1 float64 | 1 | rnnkit reference (NumPy loop) |") == 2
+    # the side-by-side table: one row for the one target this run measures, both runs filled
+    side = out.stdout.split("targets in each of the 2 runs")[1]
+    assert "| target (bold: met) | run 1 | run 2 | met in |" in side
+    row = next(line for line in side.splitlines() if line.startswith("| W1, 1 thread(s)"))
+    cells = [c.strip().strip("*") for c in row.strip("|").split("|")]
+    assert "NumPy loop" in cells[0] and cells[3].endswith("of 2")
+    assert all(c.endswith("×") and float(c[:-1]) > 0 for c in cells[1:3])
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert len(saved["runs"]) == 2 and saved["sessions"] == saved["runs"][-1]["sessions"]
 
 
 @pytest.mark.parametrize("name, cell, layers, G", [("W2-GRU", "gru", 1, 3),
