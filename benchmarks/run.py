@@ -323,7 +323,8 @@ def whole_process(quick: bool) -> List[dict]:
                          [sys.executable, "-c", "import numpy, torch"], None))
         for label, cmd, env in runs:
             results = [measure_process(cmd, env) for _ in range(repeats)]
-            best = min(results, key=lambda r: r["wall"])
+            ok = [r for r in results if r["status"] == 0]      # a failed repeat is no best
+            best = min(ok or results, key=lambda r: r["wall"])
             best["label"], best["runs"] = label, repeats
             if best["status"] != 0:
                 log(f"  {label} exited with status {best['status']}:\n{best['output_tail']}")
@@ -394,8 +395,8 @@ def report(args, sessions: List[dict], peaks, processes: List[dict], started: fl
             lines.append(
                 f"| {s['workload']} {s['dtype']} | {s['threads']} | {impls.LABELS[impl]} | "
                 f"{fmt_s(r['median'])} | {fmt_s(r['min'])} | {fmt_s(r['max'])} | "
-                f"{len(r['times'])}{'*' if r.get('first_only') else ''} | {ratio} | {r['gflops']:.2f} | {frac} | "
-                f"{r['cpu_per_wall']:.2f} | {r['rel_diff']:.1e} |")
+                f"{len(r['times'])}{'*' if r.get('first_only') else ''} | {ratio} | "
+                f"{r['gflops']:.2f} | {frac} | {r['cpu_per_wall']:.2f} | {r['rel_diff']:.1e} |")
     lines.append("")
     lines.append(f"FMA peak (GFLOP/s, the best of the runs: {1 if args.quick else 3} before the "
                  "first workload, one after each): " + "; ".join(
@@ -404,8 +405,8 @@ def report(args, sessions: List[dict], peaks, processes: List[dict], started: fl
         for dtype, by_n in peaks.items()) + ".")
     lines.append("")
     if processes:
-        lines.append("| whole process (first example: 25 epochs, imports included) | wall s | peak RSS MiB "
-                     "| validation RMSE |")
+        lines.append("| whole process (first example: 25 epochs, imports included) | wall s "
+                     "| peak RSS MiB | validation RMSE |")
         lines.append("|---|---|---|---|")
         for p in processes:
             rmse = p["rmse"] if p["rmse"] != "?" else "–"
@@ -431,10 +432,11 @@ def report(args, sessions: List[dict], peaks, processes: List[dict], started: fl
 
 def target_results(sessions: List[dict]) -> List[dict]:
     """Each of issue 3's ratio and peak targets that this run measured: its label (`what`),
-    the value reached (`shown`) and whether it is met."""
+    its place in workloads.TARGETS (`order`), the value reached (`shown`) and whether it is
+    met."""
     by_key = {(s["workload"], s["threads"]): s for s in sessions}
     out = []
-    for wl, peer, goal, threads in workloads.TARGETS:
+    for order, (wl, peer, goal, threads) in enumerate(workloads.TARGETS):
         s = by_key.get((wl, threads))
         rn = s and s["impls"].get("rnnkit")
         if not rn or "median" not in rn:
@@ -444,7 +446,7 @@ def target_results(sessions: List[dict]) -> List[dict]:
                 continue
             got = rn["peak_fraction"]
             out.append({"what": f"{wl}, {threads} thread(s): rnnkit at ≥ {100 * goal:.0f}% of "
-                                f"the FMA peak", "shown": f"{100 * got:.1f}%",
+                                f"the FMA peak", "order": order, "shown": f"{100 * got:.1f}%",
                         "met": got >= goal})
         else:
             r = s["impls"].get(peer)
@@ -452,8 +454,8 @@ def target_results(sessions: List[dict]) -> List[dict]:
                 continue
             got = r["median"] / rn["median"]
             out.append({"what": f"{wl}, {threads} thread(s): rnnkit ≥ {goal:g}× faster than "
-                                f"{impls.LABELS[peer]}", "shown": f"{got:.2f}×",
-                        "met": got >= goal})
+                                f"{impls.LABELS[peer]}", "order": order,
+                        "shown": f"{got:.2f}×", "met": got >= goal})
     return out
 
 
@@ -465,6 +467,7 @@ def process_target(processes: List[dict]) -> Optional[dict]:
     p = processes[0]
     met = p["status"] == 0 and p["wall"] <= 0.5 and p["maxrss_mib"] <= 80
     return {"what": "first example, whole process: ≤ 0.5 s and ≤ 80 MiB",
+            "order": len(workloads.TARGETS),
             "shown": f"{p['wall']:.2f} s, {p['maxrss_mib']:.0f} MiB", "met": met}
 
 
@@ -479,17 +482,22 @@ def target_lines(sessions: List[dict], processes: List[dict]) -> List[str]:
 
 
 def runs_table(runs: List[dict]) -> List[str]:
-    """Issue 3's targets in each of several runs of the whole benchmark, side by side."""
-    rows: Dict[str, List[str]] = {}
+    """Issue 3's targets in each of several runs of the whole benchmark, side by side, in the
+    order of workloads.TARGETS; "–" where a run did not measure one (a failed worker), and
+    "met in" counts the runs that measured it."""
+    rows: Dict[str, dict] = {}
     for i, run in enumerate(runs):
         for t in all_targets(run["sessions"], run["processes"]):
-            cells = rows.setdefault(t["what"], ["–"] * len(runs))
-            cells[i] = f"**{t['shown']}**" if t["met"] else t["shown"]
+            row = rows.setdefault(t["what"], {"order": t["order"], "cells": [None] * len(runs)})
+            row["cells"][i] = t
     lines = ["| target (bold: met) | " + " | ".join(f"run {i + 1}" for i in range(len(runs)))
              + " | met in |", "|---|" + "---|" * len(runs) + "---|"]
-    for what, cells in rows.items():
-        met = sum(c.startswith("**") for c in cells)
-        lines.append(f"| {what} | " + " | ".join(cells) + f" | {met} of {len(runs)} |")
+    for what, row in sorted(rows.items(), key=lambda item: item[1]["order"]):
+        measured = [t for t in row["cells"] if t is not None]
+        shown = ["–" if t is None else f"**{t['shown']}**" if t["met"] else t["shown"]
+                 for t in row["cells"]]
+        met = sum(t["met"] for t in measured)
+        lines.append(f"| {what} | " + " | ".join(shown) + f" | {met} of {len(measured)} |")
     return lines
 
 
@@ -534,25 +542,29 @@ def main(argv=None) -> int:
         p.error(f"unknown implementations {sorted(unknown)}; expected some of {impls.IMPLS}")
 
     runs: List[dict] = []
-    for i in range(args.runs):
-        if args.runs > 1:
-            log(f"run {i + 1} of {args.runs}")
-        run = measure(args, names, thread_counts, impl_names)
-        runs.append(run)
-        heading = f" (run {i + 1} of {args.runs})" if args.runs > 1 else ""
-        print(report(args, run["sessions"], run["peaks"], run["processes"], run["started"],
-                     run["load_before"], run["notes"], heading))
-        if i + 1 < args.runs:
-            print()
-        sys.stdout.flush()
-    if args.runs > 1:
-        print(f"\n## Issue 3's targets in each of the {args.runs} runs\n")
-        print("\n".join(runs_table(runs)))
+    try:
+        for i in range(args.runs):
+            if args.runs > 1:
+                log(f"run {i + 1} of {args.runs}")
+            run = measure(args, names, thread_counts, impl_names)
+            runs.append(run)
+            heading = f" (run {i + 1} of {args.runs})" if args.runs > 1 else ""
+            print(report(args, run["sessions"], run["peaks"], run["processes"], run["started"],
+                         run["load_before"], run["notes"], heading))
+            if i + 1 < args.runs:
+                print()
+            sys.stdout.flush()
+    finally:   # a run cut short (Ctrl-C) still leaves the side-by-side table of those done
+        if args.runs > 1 and runs:
+            print(f"\n## Issue 3's targets in each of the {len(runs)} runs\n")
+            print("\n".join(runs_table(runs)))
     errors = [e for run in runs for s in run["sessions"] for e in s["errors"]]
     if args.json:
         with open(args.json, "w") as f:
             dump = [{"sessions": run["sessions"], "peaks": run["peaks"],
-                     "processes": run["processes"]} for run in runs]
+                     "processes": run["processes"],
+                     "errors": [e for s in run["sessions"] for e in s["errors"]]}
+                    for run in runs]
             json.dump({**dump[-1], "runs": dump, "errors": errors}, f, indent=1, default=str)
     if errors:
         print("\nFAILED:\n" + "\n".join(errors), file=sys.stderr)

@@ -85,11 +85,44 @@ def test_run_py_end_to_end_tiny(tmp_path):
     side = out.stdout.split("targets in each of the 2 runs")[1]
     assert "| target (bold: met) | run 1 | run 2 | met in |" in side
     row = next(line for line in side.splitlines() if line.startswith("| W1, 1 thread(s)"))
-    cells = [c.strip().strip("*") for c in row.strip("|").split("|")]
-    assert "NumPy loop" in cells[0] and cells[3].endswith("of 2")
-    assert all(c.endswith("×") and float(c[:-1]) > 0 for c in cells[1:3])
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert "NumPy loop" in cells[0]
+    assert all(c.strip("*").endswith("×") and float(c.strip("*")[:-1]) > 0 for c in cells[1:3])
+    assert cells[3] == f"{sum(c.startswith('**') for c in cells[1:3])} of 2"
     saved = json.loads((tmp_path / "r.json").read_text())
     assert len(saved["runs"]) == 2 and saved["sessions"] == saved["runs"][-1]["sessions"]
+    assert [r["errors"] for r in saved["runs"]] == [[], []] and saved["errors"] == []
+    times = [r["sessions"][0]["impls"]["rnnkit"]["times"] for r in saved["runs"]]
+    assert all(len(t) == 1 for t in times)       # each run timed its own epoch
+
+
+def test_runs_table_keeps_the_targets_order_and_counts_the_runs_that_measured_each():
+    """The side-by-side table of --runs on made-up results: rows in workloads.TARGETS' order
+    with the first example last, whatever run measured them first; "–" where a run did not
+    measure a target (its worker failed), bold where met, and "k of m" over the runs that
+    measured it."""
+    import run
+
+    def session(peers):
+        medians = {"rnnkit": 1.0, **peers}
+        return {"workload": "W1", "threads": 1,
+                "impls": {impl: {"median": t} for impl, t in medians.items()}}
+
+    def process(wall):
+        return [{"wall": wall, "maxrss_mib": 37.0, "status": 0}]
+
+    runs = [{"sessions": [session({"reference": 10.0})], "processes": process(0.45)},
+            {"sessions": [session({"reference": 25.0, "jax": 2.5})], "processes": process(0.6)}]
+    table = run.runs_table(runs)
+    assert table[0] == "| target (bold: met) | run 1 | run 2 | met in |"
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table[2:]]
+    assert [r[0] for r in rows] == [
+        "W1, 1 thread(s): rnnkit ≥ 2× faster than JAX (jit)",
+        "W1, 1 thread(s): rnnkit ≥ 20× faster than rnnkit reference (NumPy loop)",
+        "first example, whole process: ≤ 0.5 s and ≤ 80 MiB"]
+    assert rows[0][1:] == ["–", "**2.50×**", "1 of 1"]
+    assert rows[1][1:] == ["10.00×", "**25.00×**", "1 of 2"]
+    assert rows[2][1:] == ["**0.45 s, 37 MiB**", "0.60 s, 37 MiB", "1 of 2"]
 
 
 @pytest.mark.parametrize("name, cell, layers, G", [("W2-GRU", "gru", 1, 3),
