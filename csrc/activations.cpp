@@ -95,36 +95,43 @@ RNNKIT_LANES ExpParts exp_parts(vd z) {
 
 RNNKIT_LANES vd clamp_exp_argument(vd z) { return z < -746.0 ? splat(-746.0) : z; }  // e^-746 rounds to 0
 
-RNNKIT_LANES vd tanh_lanes(vd x) {
-    const vd ax = x < 0.0 ? -x : x;
-    // small |x|: x + x^3 P(x^2) / Q(x^2)
+// tanh's rational branch, for |x| < 0.625: x + x^3 P(x^2) / Q(x^2) as the quotient
+// (x q + x z p) / q, z = x^2, with Cephes' coefficients; its two parts, for the caller's
+// division.
+struct Quotient {
+    vd numerator, denominator;
+};
+
+RNNKIT_LANES Quotient tanh_small_parts(vd x) {
     const vd z = x * x;
     const vd p = (-9.64399179425052238628E-1 * z - 9.92877231001918586564E1) * z -
                  1.61468768441708447952E3;
     const vd q = ((z + 1.12811678491632931402E2) * z + 2.23548839060100448583E3) * z +
                  4.84406305325125486048E3;
+    return {x * q + x * z * p, q};
+}
+
+RNNKIT_LANES vd tanh_lanes(vd x) {
+    const vd ax = x < 0.0 ? -x : x;
+    const Quotient small = tanh_small_parts(x);
     // large |x|: (1 - e) / (1 + e) with e = exp(-2|x|) = se / den, with the sign of x, as
     // (den - se) / (den + se); from |x| = 22.5 on e < 2^-64 and the quotient rounds to exactly
     // +-1, so -2|x| stops at -45 there
     const vd minus_2ax = -2.0 * ax;
     const ExpParts e = exp_parts<false>(minus_2ax < -45.0 ? splat(-45.0) : minus_2ax);
     const vd se = e.num * e.scale;
-    // one division for both: small = (x q + x z p) / q, large as above
+    // one division for both branches
     const vl is_small = ax < kTanhSmallBelow;
     const vd one_minus_e = x < 0.0 ? se - e.den : e.den - se;
-    const vd numerator = is_small ? x * q + x * z * p : one_minus_e;
-    const vd denominator = is_small ? q : e.den + se;
+    const vd numerator = is_small ? small.numerator : one_minus_e;
+    const vd denominator = is_small ? small.denominator : e.den + se;
     return numerator / denominator;
 }
 
-// tanh_lanes for |x| < 0.625 in every lane: its small branch alone, the same expressions.
+// tanh_lanes for |x| < 0.625 in every lane: its small branch alone.
 RNNKIT_LANES vd tanh_small_lanes(vd x) {
-    const vd z = x * x;
-    const vd p = (-9.64399179425052238628E-1 * z - 9.92877231001918586564E1) * z -
-                 1.61468768441708447952E3;
-    const vd q = ((z + 1.12811678491632931402E2) * z + 2.23548839060100448583E3) * z +
-                 4.84406305325125486048E3;
-    return (x * q + x * z * p) / q;
+    const Quotient small = tanh_small_parts(x);
+    return small.numerator / small.denominator;
 }
 
 // e = exp(-|a|) = se / den: 1 / (1 + e) = den / (den + se) for a >= 0, e / (1 + e) =
@@ -193,25 +200,7 @@ RNNKIT_LANES vf expf_nonpositive(vf z) {
 
 RNNKIT_LANES vf clamp_expf_argument(vf z) { return z < -104.0f ? splat_f(-104.0f) : z; }
 
-RNNKIT_LANES vf tanh_lanes(vf x) {
-    const vf ax = x < 0.0f ? -x : x;
-    const vf z = x * x;
-    vf p = splat_f(-5.70498872745E-3f);                 // |x| < 0.625: x + x^3 P(x^2)
-    p = p * z + 2.06390887954E-2f;
-    p = p * z - 5.37397155531E-2f;
-    p = p * z + 1.33314422036E-1f;
-    p = p * z - 3.33332819422E-1f;
-    // from |x| = 10 on e < 2^-28 and the quotient rounds to exactly +-1: -2|x| stops at -20
-    const vf minus_2ax = -2.0f * ax;
-    const vf e = expf_nonpositive<false>(minus_2ax < -20.0f ? splat_f(-20.0f) : minus_2ax);
-    const vi is_small = ax < float(kTanhSmallBelow);
-    const vf numerator = is_small ? x + x * z * p : (x < 0.0f ? e - 1.0f : 1.0f - e);
-    const vf denominator = is_small ? splat_f(1.0f) : 1.0f + e;
-    return numerator / denominator;
-}
-
-// tanh_lanes for |x| < 0.625 in every lane: its small branch alone, whose quotient by 1 is
-// exact.
+// tanh for |x| < 0.625: x + x^3 P(x^2), Cephes' polynomial (no division).
 RNNKIT_LANES vf tanh_small_lanes(vf x) {
     const vf z = x * x;
     vf p = splat_f(-5.70498872745E-3f);
@@ -220,6 +209,19 @@ RNNKIT_LANES vf tanh_small_lanes(vf x) {
     p = p * z + 1.33314422036E-1f;
     p = p * z - 3.33332819422E-1f;
     return x + x * z * p;
+}
+
+RNNKIT_LANES vf tanh_lanes(vf x) {
+    const vf ax = x < 0.0f ? -x : x;
+    // from |x| = 10 on e < 2^-28 and the quotient rounds to exactly +-1: -2|x| stops at -20
+    const vf minus_2ax = -2.0f * ax;
+    const vf e = expf_nonpositive<false>(minus_2ax < -20.0f ? splat_f(-20.0f) : minus_2ax);
+    const vi is_small = ax < float(kTanhSmallBelow);
+    // the small branch's quotient by 1 is exact: a row all in its domain skips the division
+    // (tanh_small_lanes alone)
+    const vf numerator = is_small ? tanh_small_lanes(x) : (x < 0.0f ? e - 1.0f : 1.0f - e);
+    const vf denominator = is_small ? splat_f(1.0f) : 1.0f + e;
+    return numerator / denominator;
 }
 
 RNNKIT_LANES vf sigmoid_lanes(vf a) {
