@@ -353,8 +353,10 @@ def summarize(session: dict, peaks: Dict[str, Dict[int, float]]) -> None:
         r["cpu_per_wall"] = sum(r["cpu"]) / sum(times)
 
 
-def report(args, sessions: List[dict], peaks, processes: List[dict], started: float,
-           load_before, notes: List[str], heading: str = "") -> str:
+def report(args, run: dict, heading: str = "") -> str:
+    """One run's report (measure()'s result) as markdown."""
+    sessions, peaks, processes = run["sessions"], run["peaks"], run["processes"]
+    started, load_before, notes = run["started"], run["load_before"], run["notes"]
     import rnnkit
     from rnnkit import _core
 
@@ -549,8 +551,7 @@ def main(argv=None) -> int:
             run = measure(args, names, thread_counts, impl_names)
             runs.append(run)
             heading = f" (run {i + 1} of {args.runs})" if args.runs > 1 else ""
-            print(report(args, run["sessions"], run["peaks"], run["processes"], run["started"],
-                         run["load_before"], run["notes"], heading))
+            print(report(args, run, heading))
             if i + 1 < args.runs:
                 print()
             sys.stdout.flush()
@@ -558,12 +559,10 @@ def main(argv=None) -> int:
         if args.runs > 1 and runs:
             print(f"\n## Issue 3's targets in each of the {len(runs)} runs\n")
             print("\n".join(runs_table(runs)))
-    errors = [e for run in runs for s in run["sessions"] for e in s["errors"]]
+    errors = [e for run in runs for e in run["errors"]]
     if args.json:
         with open(args.json, "w") as f:
-            dump = [{"sessions": run["sessions"], "peaks": run["peaks"],
-                     "processes": run["processes"],
-                     "errors": [e for s in run["sessions"] for e in s["errors"]]}
+            dump = [{key: run[key] for key in ("sessions", "peaks", "processes", "errors")}
                     for run in runs]
             json.dump({**dump[-1], "runs": dump, "errors": errors}, f, indent=1, default=str)
     if errors:
@@ -604,7 +603,9 @@ def measure(args, names: List[str], thread_counts: List[int], impl_names: List[s
                          + ("bitwise identical" if same else "NOT identical"))
     processes = [] if args.no_process else (log("whole process ...") or whole_process(args.quick))
     return {"sessions": sessions, "peaks": peaks, "processes": processes, "notes": notes,
-            "started": started, "load_before": load_before}
+            "errors": [e for s in sessions for e in s["errors"]], "started": started,
+            "load_before": load_before}
+
 
 if __name__ == "__main__":
     sys.exit(main())
