@@ -1,6 +1,11 @@
 """The public API (DESIGN.md §3): shapes in and out, weights, fit/train_step, optimizers' state,
 sliding_windows, input conversion, and errors that name the argument."""
 
+import copy
+import pickle
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -137,6 +142,8 @@ def test_set_weights_errors(backend):
         model.set_weights(missing)
     with pytest.raises(ValueError, match="weights"):
         model.set_weights({**w, "extra": np.zeros(3)})
+    with pytest.raises(ValueError, match=r"exactly the keys.*got \['a', 1\]"):
+        model.set_weights({1: 2, "a": 3})              # keys that do not even sort together
     bad = dict(w, W=np.zeros((H, H + 1)))
     with pytest.raises(ValueError, match=r"weights\['W'\].*\(5, 5\).*\(5, 6\)"):
         model.set_weights(bad)
@@ -487,6 +494,25 @@ def test_lr_must_be_positive_finite(make, lr):
         make(lr)
 
 
+def test_set_num_threads_arguments():
+    before = rnnkit.get_num_threads()
+    try:
+        with pytest.raises(ValueError, match="n must be an integer >= 1, got 0"):
+            rnnkit.set_num_threads(0)
+        with pytest.raises(TypeError, match="n must be an integer"):
+            rnnkit.set_num_threads(2.0)
+        rnnkit.set_num_threads(10**30)     # past an int64: the core's most, 1024
+        assert rnnkit.get_num_threads() == 1024
+    finally:
+        rnnkit.set_num_threads(before)
+
+
+def test_an_infinite_bound_is_shown_open():
+    """inf is refused (the number must be finite), so the interval says ")"."""
+    with pytest.raises(ValueError, match=r"lr must be a finite number in \(0, inf\), got inf"):
+        rnnkit.SGD(lr=float("inf"))
+
+
 def test_optimizer_argument_errors():
     with pytest.raises(ValueError, match="momentum"):
         rnnkit.SGD(lr=0.1, momentum=-0.5)
@@ -507,6 +533,72 @@ def test_optimizer_bound_to_another_model_size(backend):
     other = _model(backend, hidden_size=H + 1)
     with pytest.raises(ValueError, match="optimizer"):
         other.fit(X, Y, epochs=1, optimizer=opt)
+
+
+def test_a_refused_optimizer_leaves_the_model_as_it_was(backend):
+    X, Y = _data()
+    opt = rnnkit.Adam(lr=0.01)
+    _model(backend, hidden_size=H + 1).fit(X, Y, epochs=1, optimizer=opt)
+    model = _model(backend)
+    model.fit(X, Y, epochs=1)
+    own, steps = model.optimizer, model.optimizer.step_count
+    state = {k: v.copy() for k, v in own.state.items()}
+    twin32 = rnnkit.Adam()
+    _model(backend, dtype="float32").fit(X, Y, epochs=1, optimizer=twin32)
+    # another model's; a copy (no model's) of another size; a copy of another dtype
+    for refused, why in ((opt, "belongs to another model"),
+                         (copy.deepcopy(opt), f"{H + 1}|{O}|parameters"),
+                         (copy.deepcopy(twin32), "float32")):
+        with pytest.raises(ValueError, match=why):
+            model.fit(X, Y, epochs=1, optimizer=refused)
+        assert model.optimizer is own and own.step_count == steps
+        assert all(np.array_equal(own.state[k], v) for k, v in state.items())
+    model.fit(X, Y, epochs=1)                       # still trains, and saves a loadable file
+    assert model.optimizer is own and own.step_count == steps + 1
+
+
+def test_an_optimizer_belongs_to_one_model(backend, tmp_path):
+    """Its step count and moments are one model's training: a second model (even of the same
+    size, even after the first is gone) is refused, so two seeds' runs cannot leak into each
+    other. Copies of a model (pickle, deepcopy) come with their own optimizer."""
+    X, Y = _data()
+    opt = rnnkit.Adam(lr=0.01)
+    first = _model(backend)
+    first.fit(X, Y, epochs=2, optimizer=opt)
+    first.fit(X, Y, epochs=1, optimizer=opt)          # the same model again: fine
+    del first
+    second = _model(backend)
+    with pytest.raises(ValueError, match="already belongs to another model.*Adam"):
+        second.fit(X, Y, epochs=1, optimizer=opt)
+    with pytest.raises(ValueError, match="already belongs to another model"):
+        second.train_step(X, Y, optimizer=opt)
+    assert second.optimizer is None and opt.step_count == 3
+    second.optimizer = opt                             # assigned by hand: refused at use
+    with pytest.raises(ValueError, match="already belongs to another model"):
+        second.fit(X, Y, epochs=1)
+
+    a = _model(backend)
+    a.fit(X, Y, epochs=1, optimizer=rnnkit.Adam(lr=0.01))
+    for b in (copy.deepcopy(a), pickle.loads(pickle.dumps(a))):
+        assert b.optimizer is not a.optimizer
+        b.fit(X, Y, epochs=1)                          # each trains with its own copy
+        assert b.optimizer.step_count == a.optimizer.step_count + 1
+    a.save(tmp_path / "a.npz")
+    c = rnnkit.load(tmp_path / "a.npz")
+    c.fit(X, Y, epochs=1)
+    a.fit(X, Y, epochs=1)
+    assert np.array_equal(a._params, c._params)        # the original is untouched by copies
+
+
+def test_optional_submodules_are_attributes_of_the_package():
+    """rnnkit.plot and rnnkit.sklearn, as the README uses them, after a plain import rnnkit."""
+    code = ("import rnnkit; print(rnnkit.plot.history.__name__); "
+            "print('plot' in dir(rnnkit), 'sklearn' in dir(rnnkit))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["history", "True", "True"]
+    with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
+        rnnkit.nonsense
 
 
 @pytest.mark.parametrize("name,value", [("activation", "softmax"), ("activation", "Tanh"),
@@ -543,8 +635,28 @@ def test_load_rejects_a_plain_npy_file(tmp_path):
 def test_load_rejects_bad_backend_override(tmp_path):
     path = tmp_path / "m.npz"
     rnnkit.RNN(2, 3, 1, seed=0, backend="reference").save(path)
-    with pytest.raises(ValueError, match="backend"):
-        rnnkit.load(path, backend="gpu")
+    with pytest.raises(ValueError, match="^backend must be one of 'cpp', 'reference', got 'gpu'$"):
+        rnnkit.load(path, backend="gpu")          # the argument is wrong, not the file
+
+
+def test_load_rejects_a_step_count_past_int64(tmp_path):
+    """The C++ core counts steps in an int64: a larger saved count is a damaged file."""
+    import json
+    path = tmp_path / "m.npz"
+    model = rnnkit.RNN(2, 3, 1, seed=0)
+    model.fit(*_data(i=2, o=1), epochs=1, optimizer=rnnkit.Adam())
+    model.save(path)
+    files = dict(np.load(path))
+    for count, ok in ((2**63 - 1, True), (2**63, False), (2**70, False)):
+        saved = json.loads(str(files["optimizer"]))
+        saved["step_count"] = count
+        files["optimizer"] = np.array(json.dumps(saved))
+        np.savez(path, **files)
+        if ok:
+            assert rnnkit.load(path).optimizer.step_count == count
+        else:
+            with pytest.raises(ValueError, match=r"step count must be an integer in \[0, "):
+                rnnkit.load(path)
 
 
 def test_load_rejects_a_truncated_model_file(tmp_path):

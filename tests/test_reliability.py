@@ -4,7 +4,9 @@ the user keeps: the weights and optimizer state after the last completed update,
 bitwise with a replay of exactly that many updates."""
 
 import _thread
+import copy
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -337,7 +339,8 @@ def test_a_model_being_trained_refuses_every_call_from_another_thread():
         for call in (lambda: model.fit(X, Y), lambda: model.train_step(X, Y),
                      lambda: model.set_weights(model.weights), lambda: model.predict(X),
                      lambda: model.loss(X, Y), lambda: model.gradients(X, Y),
-                     lambda: model.save("never-written.npz")):
+                     lambda: model.forecast(X, 3), lambda: pickle.dumps(model),
+                     lambda: copy.deepcopy(model), lambda: model.save("never-written.npz")):
             with pytest.raises(rnnkit.ModelInUseError,
                                match=r"in use by another thread \(RNN\.fit in progress\)"):
                 call()

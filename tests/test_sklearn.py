@@ -111,7 +111,7 @@ def test_hyperparameter_errors_name_the_argument():
         RNNRegressor(optimizer="rmsprop").fit(X, y)
     with pytest.raises(ValueError, match=r"hidden_size must be an integer >= 1, got 0"):
         RNNRegressor(hidden_size=0).fit(X, y)
-    with pytest.raises(ValueError, match=r"lr must be a finite number in \(0, inf\], got -1"):
+    with pytest.raises(ValueError, match=r"lr must be a finite number in \(0, inf\), got -1"):
         RNNRegressor(learning_rate=-1).fit(X, y)
     with pytest.raises(ValueError, match=r"epochs must be an integer >= 1, got 0"):
         RNNRegressor(epochs=0).fit(X, y)

@@ -17,17 +17,22 @@ from .optimizers import SGD, Adam, Optimizer
 __version__ = "0.1.0"
 
 
+_LAZY = ("reference", "plot", "sklearn")
+
+
 def __getattr__(name: str) -> _Any:
-    """rnnkit.reference, imported when first used (most programs run the C++ core only)."""
-    if name == "reference":
+    """rnnkit.reference, rnnkit.plot and rnnkit.sklearn, imported when first used: most
+    programs run the C++ core only, and plot and sklearn need optional libraries (matplotlib,
+    scikit-learn; using them without says how to install them)."""
+    if name in _LAZY:
         import importlib
 
-        return importlib.import_module(".reference", __name__)
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> _List[str]:
-    return sorted(set(globals()) | {"reference"})
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = ["Recurrent", "RNN", "GRU", "LSTM", "SGD", "Adam", "Optimizer", "load", "History",

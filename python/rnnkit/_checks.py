@@ -12,14 +12,16 @@ import numpy as np
 DTYPES = ("float32", "float64")
 
 
-def check_int(value: Any, name: str, minimum: int) -> int:
-    """An integer (not a bool) >= minimum."""
+def check_int(value: Any, name: str, minimum: int, maximum: Optional[int] = None) -> int:
+    """An integer (not a bool) >= minimum (and <= maximum, when given)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r} "
                         f"({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return int(value)
+    n = int(value)
+    if n < minimum or (maximum is not None and n > maximum):
+        expected = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{name} must be an integer {expected}, got {value}")
+    return n
 
 
 def check_optional_int(value: Any, name: str, minimum: int) -> Optional[int]:
@@ -35,8 +37,9 @@ def check_float(value: Any, name: str, *, low: float = -math.inf, high: float = 
     lo_ok = v > low if low_open else v >= low
     hi_ok = v < high if high_open else v <= high
     if not (math.isfinite(v) and lo_ok and hi_ok):
-        interval = (("(" if low_open else "[") + f"{low:g}, {high:g}" +
-                    (")" if high_open else "]"))
+        # an infinite bound is never included: the number must be finite
+        interval = (("(" if low_open or math.isinf(low) else "[") + f"{low:g}, {high:g}" +
+                    (")" if high_open or math.isinf(high) else "]"))
         raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
     return v
 

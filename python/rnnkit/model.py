@@ -4,6 +4,7 @@ layer trained with truncated BPTT, and its cells :class:`RNN` (Elman), :class:`G
 
 from __future__ import annotations
 
+import copy
 import importlib
 import os
 import warnings
@@ -48,7 +49,8 @@ def set_num_threads(n: int) -> None:
     """Use ``n`` threads in the C++ core (the default is the environment variable
     RNNKIT_NUM_THREADS, else every core). Results are bitwise identical whatever the count:
     work is split so that every number is computed on one thread in a fixed order."""
-    _backend_module("cpp").set_num_threads(check_int(n, "n", 1))
+    # the core uses at most 1024 threads; a larger n (an int64 may not hold it) asks for that
+    _backend_module("cpp").set_num_threads(min(check_int(n, "n", 1), 1024))
 
 
 def get_num_threads() -> int:
@@ -205,6 +207,7 @@ class Recurrent:
         self.optimizer: Optional[Optimizer] = None
         self.history: Union[History, Dict[str, List[float]]] = {"loss": [], "val_loss": []}
         self._lock = ModelLock()
+        self._token = object()          # this model's identity: its optimizer's owner
         self.stop_training = False      # a callback sets it to end fit after the current epoch
 
         self._params = _allocate_params(self.get_config())
@@ -235,19 +238,23 @@ class Recurrent:
             args["lengths"] = lengths
         return args
 
+    @reads_model
     def __getstate__(self) -> Dict[str, Any]:
-        """Pickle support (joblib ships models to worker processes this way): everything but
-        the backend module, which is looked up again by name when unpickled. Weights,
-        optimizer state and the generator's state round-trip exactly."""
-        state = self.__dict__.copy()
-        del state["_backend"]
-        del state["_lock"]              # a fresh, free lock comes with the copy
+        """Pickle and copy support (joblib ships models to worker processes this way): a copy,
+        taken under the model's lock, of everything but the backend module, which is looked up
+        again by name when unpickled. Weights, optimizer state and the generator's state
+        round-trip exactly."""
+        state = copy.deepcopy({k: v for k, v in self.__dict__.items()
+                               if k not in ("_backend", "_lock", "_token")})
         return state
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._backend = _backend_module(self.backend)
-        self._lock = ModelLock()
+        self._lock = ModelLock()        # a fresh, free lock comes with the copy
+        self._token = object()          # and the copy's own identity, its optimizer's owner
+        if self.optimizer is not None:
+            self.optimizer._bind(self._params.size, self._params.dtype, self._token)
 
     def get_config(self) -> Dict[str, Any]:
         """The constructor arguments, as a JSON-friendly dict, and ``"cell"`` (the class's cell,
@@ -288,9 +295,9 @@ class Recurrent:
         expected = [name for name, _, _ in param_layout(
             self.input_size, self.hidden_size, self.output_size, self.bias, self.cell,
             self.num_layers)]
-        if sorted(weights) != sorted(expected):
+        if set(weights) != set(expected):
             raise ValueError(f"weights must have exactly the keys {expected}, "
-                             f"got {sorted(weights)}")
+                             f"got [{', '.join(sorted(map(repr, weights)))}]")
         new = np.empty_like(self._params)
         for name, view in self._views(new).items():
             arr = as_real_array(weights[name], f"weights[{name!r}]", self.dtype)
@@ -419,6 +426,7 @@ class Recurrent:
         outputs: np.ndarray = self.forward(X, h0, lengths)[0]
         return outputs
 
+    @reads_model
     def forecast(self, context: Any, steps: int, h0: Any = None) -> np.ndarray:
         """Autoregressive rollout: predict ``steps`` values past the end of ``context``,
         feeding each prediction back as the next input (so ``input_size == output_size``).
@@ -485,12 +493,10 @@ class Recurrent:
         if optimizer is not None and not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be an rnnkit optimizer such as rnnkit.SGD(lr=0.01) "
                             f"or rnnkit.Adam(), got {optimizer!r}")
-        if optimizer is not None:
-            self.optimizer = optimizer
-        elif self.optimizer is None:
-            self.optimizer = Adam()
-        self.optimizer._bind(self._params.size, self._params.dtype)
-        return self.optimizer
+        opt = optimizer if optimizer is not None else self.optimizer or Adam()
+        opt._bind(self._params.size, self._params.dtype, self._token)   # a refusal changes nothing
+        self.optimizer = opt
+        return opt
 
     @writes_model
     def train_step(self, X: Any, Y: Any, h0: Any = None, optimizer: Optional[Optimizer] = None,
@@ -906,6 +912,8 @@ def load(path: PathLike, backend: Optional[str] = None) -> Recurrent:
     truncated, corrupted, of another format version or not an rnnkit model raises
     ValueError."""
     path = os.fspath(path)
+    if backend is not None:
+        check_choice(backend, "backend", BACKENDS)
     files = _read_npz(path)
     try:
         missing = _SAVED_KEYS - set(files)
@@ -952,7 +960,7 @@ def load(path: PathLike, backend: Optional[str] = None) -> Recurrent:
             if not set(state) <= expected or (opt.step_count and set(state) != expected):
                 raise ValueError(f"the {opt.name} optimizer after {opt.step_count} steps has "
                                  f"state {sorted(expected)}, the file holds {sorted(state)}")
-            opt._bind(size, model.dtype)
+            opt._bind(size, model.dtype, model._token)
             model.optimizer = opt
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise ValueError(f"{path!r} is not a valid rnnkit model file: "

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -11,6 +12,8 @@ import numpy as np
 from ._checks import check_float, check_int
 
 __all__ = ["Optimizer", "SGD", "Adam", "optimizer_from_config"]
+
+_bind_lock = threading.Lock()
 
 
 class Optimizer:
@@ -22,17 +25,35 @@ class Optimizer:
     def __init__(self) -> None:
         self.state: Dict[str, np.ndarray] = {}
         self.step_count = 0
+        self._owner: Optional[object] = None   # the token of the model it belongs to
 
-    def _bind(self, size: int, dtype: np.dtype) -> None:
-        """Allocate zero state for a parameter buffer of ``size`` scalars, or check that the
-        existing state fits it."""
-        for n in self._state_names:
-            self.state.setdefault(n, np.zeros(size, dtype=dtype))
-        for n, buf in self.state.items():
-            if buf.shape != (size,) or buf.dtype != dtype:
+    def _bind(self, size: int, dtype: np.dtype, owner: Optional[object] = None) -> None:
+        """Make this the optimizer of a parameter buffer of ``size`` scalars of ``dtype``:
+        allocate zero state, or check that the existing state fits it; and of the model whose
+        token is ``owner``, when given. An optimizer belongs to one model (its step count and
+        moments are that model's training), so one already bound to another model is refused,
+        as is state of another size or dtype; a refusal changes nothing."""
+        with _bind_lock:             # two threads binding one optimizer: one of them wins
+            if owner is not None and self._owner is not None and self._owner is not owner:
                 raise ValueError(
-                    f"optimizer holds state for {buf.shape[0]} {buf.dtype} parameters, but the "
-                    f"model has {size} {np.dtype(dtype)} parameters; use a new optimizer")
+                    f"this optimizer already belongs to another model (its step count and "
+                    f"state are that model's training); give each model its own: {self!r}")
+            for n, buf in self.state.items():
+                if buf.shape != (size,) or buf.dtype != dtype:
+                    raise ValueError(
+                        f"optimizer holds state for {buf.shape[0]} {buf.dtype} parameters, but "
+                        f"the model has {size} {np.dtype(dtype)} parameters; use a new optimizer")
+            for n in self._state_names:
+                self.state.setdefault(n, np.zeros(size, dtype=dtype))
+            if owner is not None:
+                self._owner = owner
+
+    def __getstate__(self) -> Dict[str, Any]:
+        """Pickle and copy support: a copy belongs to no model until one binds it (a model's
+        own copy is bound to the copied model at once, see Recurrent.__setstate__)."""
+        state = self.__dict__.copy()
+        state["_owner"] = None
+        return state
 
     def config(self) -> Dict[str, Any]:
         raise NotImplementedError
@@ -129,6 +150,6 @@ def optimizer_from_config(config: Dict[str, Any], step_count: int,
         opt = Adam(**cfg)
     else:
         raise ValueError(f"unknown optimizer {name!r} in saved model; expected 'sgd' or 'adam'")
-    opt.step_count = check_int(step_count, "optimizer step count", 0)
+    opt.step_count = check_int(step_count, "optimizer step count", 0, maximum=2**63 - 1)
     opt.state = dict(state or {})
     return opt
