@@ -11,6 +11,7 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -25,6 +26,43 @@ namespace {
 
 template <typename Real>
 using CArray = py::array_t<Real, py::array::c_style | py::array::forcecast>;
+
+// Whether the interpreter is finalizing: from then on (up to Python 3.13) a thread that takes
+// the GIL back is ended by Python with pthread_exit.
+bool interpreter_finalizing() {
+#if PY_VERSION_HEX >= 0x030D0000
+    return Py_IsFinalizing() != 0;
+#else
+    return _Py_IsFinalizing() != 0;
+#endif
+}
+
+// A daemon thread that comes back from the core while the interpreter finalizes does not take
+// the GIL back: Python would end it with pthread_exit, whose forced unwind through a noexcept
+// frame (py::gil_scoped_release's destructor) aborts the whole process in std::terminate at
+// exit (pybind/pybind11#2215, pytorch/pytorch#38228). It sleeps until the process is gone
+// instead, as Python 3.14 itself leaves such threads (PyThread_hang_thread).
+void park_if_finalizing() {
+    if (!interpreter_finalizing()) return;
+    for (;;) std::this_thread::sleep_for(std::chrono::hours(24));
+}
+
+// py::gil_scoped_release, taking the GIL back through park_if_finalizing; noexcept(false), so
+// that a thread that finalization ends in the instant between that check and taking the GIL
+// unwinds out of the call (pybind11 lets the forced unwind through) instead of aborting.
+class GilReleased {
+public:
+    GilReleased() : state_(PyEval_SaveThread()) {}
+    ~GilReleased() noexcept(false) {
+        park_if_finalizing();
+        PyEval_RestoreThread(state_);
+    }
+    GilReleased(const GilReleased&) = delete;
+    GilReleased& operator=(const GilReleased&) = delete;
+
+private:
+    PyThreadState* state_;
+};
 
 template <typename Real>
 const char* dtype_name() {
@@ -253,19 +291,29 @@ std::vector<int64_t> cache_shape(const Sizes& s) {
     return {s.L(), s.N, s.T, s.cache};
 }
 
-// lengths: None, or an int64 array (N,) with values in [1, T].
-std::optional<CArray<int64_t>> lengths_array(const py::object& obj, const Sizes& s) {
+// An int64 array of indices or lengths, copied: the kernels index buffers with its values
+// after the GIL is released (and train_epoch's callback runs Python between minibatches), so
+// they must read the values that were checked, not the caller's array, which another thread
+// or the callback could change in between.
+std::vector<int64_t> index_copy(const py::object& obj, const char* name,
+                                std::vector<int64_t> shape) {
+    auto arr = input_array<int64_t>(obj, name, std::move(shape));
+    return std::vector<int64_t>(arr.data(), arr.data() + arr.size());
+}
+
+// lengths: None, or an int64 array (N,) with values in [1, T] (a checked copy).
+std::optional<std::vector<int64_t>> lengths_array(const py::object& obj, const Sizes& s) {
     if (obj.is_none()) return std::nullopt;
     if (!py::isinstance<py::array_t<int64_t>>(obj))
         throw py::type_error("lengths must be None or a numpy array of int64, got " +
                              type_of(obj));
-    auto lengths = input_array<int64_t>(obj, "lengths", {s.N});
-    const int64_t* l = lengths.data();
+    std::vector<int64_t> lengths = index_copy(obj, "lengths", {s.N});
     for (int64_t n = 0; n < s.N; ++n)
-        if (l[n] < 1 || l[n] > s.T)
+        if (lengths[size_t(n)] < 1 || lengths[size_t(n)] > s.T)
             throw py::value_error("lengths must hold values in [1, T] = [1, " +
-                                  std::to_string(s.T) + "], got " + std::to_string(l[n]) +
-                                  " at position " + std::to_string(n));
+                                  std::to_string(s.T) + "], got " +
+                                  std::to_string(lengths[size_t(n)]) + " at position " +
+                                  std::to_string(n));
     return lengths;
 }
 
@@ -292,7 +340,7 @@ double fma_peak_gflops(const std::string& dtype, double seconds, int threads) {
         throw py::value_error("seconds must be in (0, 60], got " + std::to_string(seconds));
     if (threads < 1)
         throw py::value_error("threads must be >= 1, got " + std::to_string(threads));
-    py::gil_scoped_release release;  // safe: plain numbers in, no Python object touched
+    GilReleased release;  // safe: plain numbers in, no Python object touched
     return rnnkit::fma_peak_gflops(dtype == "float64", seconds, threads);
 }
 
@@ -341,7 +389,7 @@ py::tuple run_forward(const py::object& X_, const py::object& h0_, const py::obj
         {
             // Safe without the GIL: every array above is owned by this frame, converted and
             // checked; the kernel touches no Python object.
-            py::gil_scoped_release release;
+            GilReleased release;
             if (keep_states)
                 rnnkit::network_forward(hs, ys, hT, x, h0p, p, len, s.N, s.T, s.net,
                                         return_sequences, work.data());
@@ -386,7 +434,7 @@ py::tuple backward(const py::object& X_, const py::object& Y_, const py::object&
         double loss;
         {
             // Safe without the GIL: see forward.
-            py::gil_scoped_release release;
+            GilReleased release;
             rnnkit::zero_buffer(g, s.P);
             loss = rnnkit::network_backward(g, x, y, h0p, p, hs, ys, len, s.N, s.T, s.net,
                                             return_sequences, k, work.data());
@@ -422,7 +470,7 @@ py::array forecast(const py::object& X_, const py::object& h0_, const py::object
         const Real* p = params.data();
         {
             // Safe without the GIL: see forward.
-            py::gil_scoped_release release;
+            GilReleased release;
             rnnkit::network_forecast(f, x, h0p, p, s.N, s.T, steps, s.net, work.data());
         }
         return forecasts;
@@ -438,7 +486,7 @@ double clip(const py::object& grad_, std::optional<double> clip_norm,
         auto grad = inout_array<Real>(grad_, "grad", -1);
         Real* g = grad.mutable_data();
         const int64_t P = grad.shape(0);
-        py::gil_scoped_release release;  // safe: grad is checked and held by this frame
+        GilReleased release;  // safe: grad is checked and held by this frame
         return rnnkit::clip_gradient(g, P, clip_norm, clip_value);
     });
 }
@@ -483,7 +531,7 @@ void sgd_step(const py::object& params_, const py::object& grad_,
         Real* p = params.mutable_data();
         Real* buf = buffer ? buffer->mutable_data() : nullptr;
         const Real* g = grad.data();
-        py::gil_scoped_release release;  // safe: every array is checked and held by this frame
+        GilReleased release;  // safe: every array is checked and held by this frame
         rnnkit::sgd_step(p, buf, g, P, lr, momentum, weight_decay);
     });
 }
@@ -511,7 +559,7 @@ void adam_step(const py::object& params_, const py::object& grad_, const py::obj
         Real *p = params.mutable_data(), *m = exp_avg.mutable_data();
         Real* v = exp_avg_sq.mutable_data();
         const Real* g = grad.data();
-        py::gil_scoped_release release;  // safe: every array is checked and held by this frame
+        GilReleased release;  // safe: every array is checked and held by this frame
         rnnkit::adam_step(p, m, v, g, P, step, lr, beta1, beta2, eps, weight_decay);
     });
 }
@@ -558,8 +606,8 @@ py::tuple train_epoch(const py::object& X_, const py::object& Y_, const py::obje
         auto params = inout_array<Real>(params_, "params", s.P);
         if (!py::isinstance<py::array_t<int64_t>>(order_))
             throw py::type_error("order must be a numpy array of int64, got " + type_of(order_));
-        auto order = input_array<int64_t>(order_, "order", {-1});
-        const int64_t n_order = order.shape(0);
+        const std::vector<int64_t> order = index_copy(order_, "order", {-1});   // checked copy
+        const int64_t n_order = int64_t(order.size());
         const int64_t* ord = order.data();
         for (int64_t r = 0; r < n_order; ++r)
             if (ord[r] < 0 || ord[r] >= s.N)
@@ -592,8 +640,7 @@ py::tuple train_epoch(const py::object& X_, const py::object& Y_, const py::obje
         py::array_t<double> losses = losses_out.is_none()
                                          ? output_array<double>("losses", {n_batches})
                                          : inout_array<double>(losses_out, "losses_out", n_batches);
-        check_no_overlap({{"params", &params}, {"X", &X}, {"Y", &Y}, {"order", &order},
-                          {"lengths", lengths ? &*lengths : nullptr},
+        check_no_overlap({{"params", &params}, {"X", &X}, {"Y", &Y},
                           {"momentum_buffer", buffer ? &*buffer : nullptr},
                           {"exp_avg", m ? &*m : nullptr}, {"exp_avg_sq", v ? &*v : nullptr},
                           {"losses_out", losses_out.is_none() ? nullptr : &losses}});
@@ -613,6 +660,7 @@ py::tuple train_epoch(const py::object& X_, const py::object& Y_, const py::obje
             const auto now = std::chrono::steady_clock::now();
             if (now - last < std::chrono::milliseconds(50)) return true;
             last = now;
+            park_if_finalizing();
             py::gil_scoped_acquire gil;
             try {
                 if (PyErr_CheckSignals() != 0) throw py::error_already_set();
@@ -627,7 +675,7 @@ py::tuple train_epoch(const py::object& X_, const py::object& Y_, const py::obje
         {
             // Safe without the GIL: every array is converted, checked and held by this frame,
             // and the epoch loop touches Python only inside keep_going, under the GIL.
-            py::gil_scoped_release release;
+            GilReleased release;
             result = rnnkit::train_epoch(l, p, buf, mp, vp, x, y, len, ord, n_order, batch_size,
                                          s.N, s.T, s.net, return_sequences, k, clip_norm,
                                          clip_value, config, step, keep_going);

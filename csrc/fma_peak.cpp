@@ -167,11 +167,16 @@ double fma_peak_gflops(bool double_precision, double seconds, int threads) {
     threads = std::max(threads, 1);
     std::vector<double> rates(size_t(threads), 0.0);
     std::vector<std::thread> pool;
-    for (int t = 0; t < threads; ++t)
-        pool.emplace_back([&, t] {
-            rates[size_t(t)] = double_precision ? one_thread<double>(isa, seconds)
-                                                : one_thread<float>(isa, seconds);
-        });
+    try {
+        for (int t = 0; t < threads; ++t)
+            pool.emplace_back([&, t] {
+                rates[size_t(t)] = double_precision ? one_thread<double>(isa, seconds)
+                                                    : one_thread<float>(isa, seconds);
+            });
+    } catch (...) {   // no more threads to be had: the started ones are joined, not abandoned
+        for (auto& th : pool) th.join();
+        throw;
+    }
     for (auto& th : pool) th.join();
     double total = 0;
     for (double r : rates) total += r;

@@ -14,6 +14,8 @@
 // chunks one after another on its own thread. A child made by fork() starts a new pool.
 #include <algorithm>
 #include <atomic>
+#include <cctype>
+#include <cerrno>
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
@@ -32,8 +34,11 @@ namespace {
 
 int initial_threads() {
     if (const char* env = std::getenv("RNNKIT_NUM_THREADS")) {
-        const int n = std::atoi(env);
-        if (n >= 1) return std::min(n, 1024);
+        char* end = nullptr;
+        errno = 0;
+        const long n = std::strtol(env, &end, 10);   // a whole number >= 1, else ignored
+        while (end != env && std::isspace(static_cast<unsigned char>(*end))) ++end;
+        if (end != env && *end == '\0' && errno == 0 && n >= 1) return int(std::min(n, 1024L));
     }
     return int(std::max(1u, std::thread::hardware_concurrency()));
 }

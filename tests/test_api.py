@@ -2,6 +2,7 @@
 sliding_windows, input conversion, and errors that name the argument."""
 
 import copy
+import os
 import pickle
 import subprocess
 import sys
@@ -507,6 +508,20 @@ def test_set_num_threads_arguments():
         rnnkit.set_num_threads(before)
 
 
+@pytest.mark.parametrize("value,expected", [("3", 3), (" 2 ", 2), ("5000", 1024), ("0", None),
+                                            ("3x", None), ("99999999999999999999", None)])
+def test_the_thread_count_environment_variable(value, expected):
+    """RNNKIT_NUM_THREADS sets the default count (at most 1024); anything but a whole number
+    >= 1 (surrounding blanks allowed) is ignored for every core, not read as its first digits or
+    wrapped around."""
+    cmd = [sys.executable] + (["-S"] if sys.flags.no_site else [])   # the sanitizer run's -S
+    code = "import os, rnnkit; print(rnnkit.get_num_threads(), os.cpu_count())"
+    out = subprocess.run(cmd + ["-c", code], env=dict(os.environ, RNNKIT_NUM_THREADS=value),
+                         capture_output=True, text=True, check=True).stdout.split()
+    threads, cpus = int(out[-2]), int(out[-1])
+    assert threads == (cpus if expected is None else expected)
+
+
 def test_an_infinite_bound_is_shown_open():
     """inf is refused (the number must be finite), so the interval says ")"."""
     with pytest.raises(ValueError, match=r"lr must be a finite number in \(0, inf\), got inf"):
@@ -594,7 +609,8 @@ def test_optional_submodules_are_attributes_of_the_package():
     """rnnkit.plot and rnnkit.sklearn, as the README uses them, after a plain import rnnkit."""
     code = ("import rnnkit; print(rnnkit.plot.history.__name__); "
             "print('plot' in dir(rnnkit), 'sklearn' in dir(rnnkit))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    cmd = [sys.executable] + (["-S"] if sys.flags.no_site else [])   # the sanitizer run's -S
+    out = subprocess.run(cmd + ["-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["history", "True", "True"]
     with pytest.raises(AttributeError, match="no attribute 'nonsense'"):

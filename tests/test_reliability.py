@@ -294,6 +294,65 @@ def test_a_forked_child_trains_on_its_own_worker_pool():
     assert result.stdout.strip().splitlines()[-1] == "child: 1"
 
 
+_DAEMON_SCRIPT = """
+import threading, time, numpy as np, rnnkit
+X = np.random.default_rng(0).normal(size=(256, 50, 1)); Y = X[:, -1]
+model = rnnkit.RNN(1, 64, seed=0)
+def work():
+    while True:
+        CALL
+threading.Thread(target=work, daemon=True).start()
+time.sleep(0.3)
+print("main: done")
+"""
+
+
+@pytest.mark.parametrize("call", ["model.predict(X)", "model.fit(X, Y, epochs=1, batch_size=1)"],
+                         ids=["predict", "fit"])
+def test_a_daemon_thread_inside_the_core_at_exit_does_not_abort_the_process(call):
+    """Python ends a daemon thread that takes the GIL back while the interpreter finalizes
+    (pthread_exit); through pybind11's noexcept GIL guard that aborted the whole process at
+    exit ("terminate called without an active exception", status 134, every time). Now the
+    thread sleeps until the process is gone. fit also takes the GIL back between minibatches
+    (signals, callback): that path too."""
+    cmd = [sys.executable] + (["-S"] if sys.flags.no_site else [])
+    for _ in range(3):
+        result = subprocess.run(cmd + ["-c", _DAEMON_SCRIPT.replace("CALL", call)],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert "main: done" in result.stdout and "terminate" not in result.stderr
+
+
+def test_lengths_and_order_changed_during_an_epoch_do_not_reach_the_kernels():
+    """The C++ core checks `lengths` and `order`, then indexes buffers with them after the
+    GIL is released and between minibatches, where Python runs (the callback, another thread).
+    It reads copies of the checked values: zeroing `lengths` or pointing `order` past the data
+    in the callback used to write and read out of bounds; now the epoch is the one that was
+    asked for, bit for bit."""
+    rng = np.random.default_rng(5)
+    X, Y = rng.normal(size=(16, 7, 2)), rng.normal(size=(16, 1))
+    model = rnnkit.RNN(2, 8, 1, seed=0)
+    opt = rnnkit.SGD(lr=0.01)
+    opt._bind(model._params.size, model._params.dtype)
+
+    def epoch(lengths, order, callback=None):
+        params = model._params.copy()
+        losses = _core.train_epoch(X, Y, params, order, 1, **model._spec(), bptt_truncate=None,
+                                   clip_norm=None, clip_value=None, **opt.epoch_args(),
+                                   lengths=lengths, callback=callback)[0]
+        return params, losses
+
+    lengths, order = rng.integers(1, 8, size=16), rng.permutation(16)
+    expected = epoch(lengths.copy(), order.copy())
+
+    def vandal(done):
+        lengths[:] = 0 if done % 2 else 10**6
+        order[:] = 10**7
+    got = epoch(lengths, order, vandal)
+    assert got[0].tobytes() == expected[0].tobytes()
+    assert got[1].tobytes() == expected[1].tobytes()
+
+
 class _BlockingBackend:
     """The reference backend, except that the chosen function signals that it was entered and
     then waits to be released: a call of the model held open in another thread."""
