@@ -53,22 +53,34 @@ thread_local bool inside_region = false;
 // Chunk c of `chunks` over [0, n): [n c / chunks, n (c + 1) / chunks).
 inline int64_t chunk_bound(int64_t n, int64_t chunks, int64_t c) { return n * c / chunks; }
 
-// Chunks 1.. of a region on threads started for it (the pool is busy, or cannot grow).
+// Chunks 1.. of a region on threads started for it (the pool is busy, or cannot grow). As
+// with the pool, an exception from any chunk reaches the caller (the first one) after every
+// started thread is joined.
 void run_on_new_threads(int64_t n, int64_t chunks, const ChunkFn& fn) {
     std::vector<std::thread> workers;
     workers.reserve(size_t(chunks - 1));
+    std::mutex mutex;
+    std::exception_ptr error;
+    const auto run = [&](int64_t lo, int64_t hi) {
+        try {
+            fn(lo, hi);
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(mutex);
+            if (!error) error = std::current_exception();
+        }
+    };
     int64_t c = 1;
     try {
         for (; c < chunks; ++c)
-            workers.emplace_back([&fn, lo = chunk_bound(n, chunks, c),
-                                  hi = chunk_bound(n, chunks, c + 1)] { fn(lo, hi); });
+            workers.emplace_back(run, chunk_bound(n, chunks, c), chunk_bound(n, chunks, c + 1));
     } catch (const std::system_error&) {
         // no thread to be had (a process limit): the chunks not started run here instead;
         // each output element is still computed once, in the same order
     }
-    fn(0, chunk_bound(n, chunks, 1));
-    for (; c < chunks; ++c) fn(chunk_bound(n, chunks, c), chunk_bound(n, chunks, c + 1));
+    run(0, chunk_bound(n, chunks, 1));
+    for (; c < chunks; ++c) run(chunk_bound(n, chunks, c), chunk_bound(n, chunks, c + 1));
     for (auto& w : workers) w.join();
+    if (error) std::rethrow_exception(error);
 }
 
 class Pool {
