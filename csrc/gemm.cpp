@@ -339,10 +339,11 @@ bool plain_loops() { return use_plain.load(); }
 namespace {
 
 // C += A B (C = A B if `fresh`) with A's element (m, k) at A[m * sm + k * sk]: rows of A
-// (sk = 1) or of A^T (sm = 1). `panels`, if not null, is B packed by pack_b at the current level.
+// (sk = 1) or of A^T (sm = 1), at level `isa`. `panels`, if not null, is B packed by pack_b
+// at that level.
 template <typename Real>
-void gemm_strided(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk, const Real* B,
-                  int64_t ldb, const Real* panels, int64_t M, int64_t N, int64_t K,
+void gemm_strided(Isa isa, Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk,
+                  const Real* B, int64_t ldb, const Real* panels, int64_t M, int64_t N, int64_t K,
                   bool fresh = false) {
     (void)isa_initialized;
     if (M <= 0 || N <= 0) return;
@@ -352,7 +353,7 @@ void gemm_strided(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk, c
         return;
     }
     const bool plain = use_plain.load(std::memory_order_relaxed);
-    switch (current_isa.load(std::memory_order_relaxed)) {
+    switch (isa) {
 #if RNNKIT_X86
         case Isa::Avx512:
             if (plain) return avx512_plain(C, ldc, A, sm, sk, B, ldb, M, N, K, fresh);
@@ -372,20 +373,22 @@ void gemm_strided(Real* C, int64_t ldc, const Real* A, int64_t sm, int64_t sk, c
 template <typename Real>
 void gemm_accumulate(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B,
                      int64_t ldb, int64_t M, int64_t N, int64_t K) {
-    gemm_strided(C, ldc, A, lda, int64_t(1), B, ldb, static_cast<const Real*>(nullptr), M, N, K);
+    gemm_strided(current_isa.load(std::memory_order_relaxed), C, ldc, A, lda, int64_t(1), B, ldb,
+                 static_cast<const Real*>(nullptr), M, N, K);
 }
 
 template <typename Real>
 void gemm_accumulate_at(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B,
                         int64_t ldb, int64_t M, int64_t N, int64_t K) {
-    gemm_strided(C, ldc, A, int64_t(1), lda, B, ldb, static_cast<const Real*>(nullptr), M, N, K);
+    gemm_strided(current_isa.load(std::memory_order_relaxed), C, ldc, A, int64_t(1), lda, B, ldb,
+                 static_cast<const Real*>(nullptr), M, N, K);
 }
 
 template <typename Real>
 void gemm_set_at(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B, int64_t ldb,
                  int64_t M, int64_t N, int64_t K) {
-    gemm_strided(C, ldc, A, int64_t(1), lda, B, ldb, static_cast<const Real*>(nullptr), M, N, K,
-                 true);
+    gemm_strided(current_isa.load(std::memory_order_relaxed), C, ldc, A, int64_t(1), lda, B, ldb,
+                 static_cast<const Real*>(nullptr), M, N, K, true);
 }
 
 template <typename Real>
@@ -430,10 +433,12 @@ namespace {
 template <typename Real>
 void gemm_packed(Real* C, int64_t ldc, const Real* A, int64_t lda, const PackedB<Real>& B,
                  int64_t M, int64_t N, int64_t K, bool fresh) {
-    // blocks packed for another level than the current one (set_isa in between) are not used
-    const bool same_level = B.isa == current_isa.load(std::memory_order_relaxed);
-    gemm_strided(C, ldc, A, lda, int64_t(1), B.B, B.ldb, same_level ? B.panels : nullptr, M, N,
-                 K, fresh);
+    // blocks packed for another level than the current one (set_isa in between) are not used;
+    // the level is read once, so that a set_isa from another thread cannot fall between the
+    // check and the product
+    const Isa isa = current_isa.load(std::memory_order_relaxed);
+    gemm_strided(isa, C, ldc, A, lda, int64_t(1), B.B, B.ldb, B.isa == isa ? B.panels : nullptr,
+                 M, N, K, fresh);
 }
 
 }  // namespace
