@@ -161,9 +161,13 @@ rnnkit::Buffer<Real> scratch(int64_t n, const char* name) {
 template <typename Real>
 py::array_t<Real> inout_array(const py::handle& obj, const char* name, int64_t size) {
     auto arr = input_array<Real>(obj, name, {size});
-    if (!arr.is(obj) || !py::isinstance<py::array_t<Real, py::array::c_style>>(obj))
+    if (!py::isinstance<py::array_t<Real, py::array::c_style>>(obj))
         throw py::value_error(std::string(name) + " is updated in place, so it must be a "
                               "C-contiguous array, got a non-contiguous one");
+    if (!arr.is(obj))   // a subclass: ensure() made a base-class array of it
+        throw py::type_error(std::string(name) + " is updated in place, so it must be a "
+                             "numpy.ndarray itself, got the subclass " +
+                             py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
     if (!arr.writeable())
         throw py::value_error(std::string(name) + " is updated in place, so it must be "
                               "writeable, got a read-only array");

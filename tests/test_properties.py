@@ -348,6 +348,10 @@ def _train_epoch(a, **over):
     return _core.train_epoch(**kw)
 
 
+class _Subclass(np.ndarray):
+    """An ndarray subclass: the core would update a base-class copy of it, so it is refused."""
+
+
 # kind: (name in the message, exception type, the call with that mistake)
 CORE_BAD_KINDS = {
     "dtype differs from params": ("X", TypeError, lambda a: _core.forward(
@@ -359,6 +363,9 @@ CORE_BAD_KINDS = {
         np.repeat(a["params"], 2)[::2], a["grad"], None, 0.1, 0.0, 0.0)),
     "in-place array read-only": ("grad", ValueError, lambda a: _core.clip(
         with_layout(a["grad"], "readonly"), 1.0, None)),
+    "in-place array a subclass": ("params .* the subclass _Subclass", TypeError,
+                                  lambda a: _core.sgd_step(a["params"].view(_Subclass),
+                                                           a["grad"], None, 0.1, 0.0, 0.0)),
     "in-place arrays aliased": ("params and grad", ValueError, lambda a: _core.sgd_step(
         a["params"], a["params"], None, 0.1, 0.0, 0.0)),
     "order index out of range": ("order", ValueError, lambda a: _train_epoch(
@@ -427,4 +434,4 @@ def test_core_never_crashes_on_arbitrary_arrays(shape, dtype, fn, slot):
 
 
 def test_the_number_of_bad_input_kinds_is_recorded():
-    assert (len(BAD_INPUT_KINDS), len(CORE_BAD_KINDS), len(SCALAR_KINDS)) == (24, 10, 6)
+    assert (len(BAD_INPUT_KINDS), len(CORE_BAD_KINDS), len(SCALAR_KINDS)) == (24, 11, 6)
