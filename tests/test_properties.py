@@ -8,8 +8,8 @@
    MemoryError) with a message naming the argument -- never a crash, never a wrong answer.
    The _core functions are also called directly with the _core-only kinds (CORE_BAD_KINDS).
 
-Distinct bad-input kinds covered: 40 = 24 array kinds (BAD_INPUT_KINDS, each at up to 10
-entry points, both backends, both dtypes) + 10 _core-only kinds (CORE_BAD_KINDS) + 6 scalar
+Distinct bad-input kinds covered: 41 = 24 array kinds (BAD_INPUT_KINDS, each at up to 10
+entry points, both backends, both dtypes) + 11 _core-only kinds (CORE_BAD_KINDS) + 6 scalar
 kinds (SCALAR_KINDS); on top, every fit option gets 10 kinds of wrong value (0, negative,
 -2**63, 2**64, fractional, NaN, Inf, a string, None, a bool) and every _core argument slot gets
 arrays of any rank, size (0 included) and dtype (asserted in
