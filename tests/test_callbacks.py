@@ -151,8 +151,46 @@ def test_early_stopping_min_delta_and_monitor_loss():
     stopper = rnnkit.EarlyStopping(monitor="loss", patience=0, min_delta=1e9)
     hist = _model().fit(X, Y, epochs=10, callbacks=[stopper])
     assert len(hist["loss"]) == 2 and stopper.stopped_epoch == 1   # nothing improves by 1e9
-    with pytest.raises(ValueError, match=r"monitor='val_loss' is not in the epoch logs.*'loss'"):
-        _model().fit(X, Y, epochs=2, callbacks=[rnnkit.EarlyStopping()])
+    # val_loss without validation data: refused before the first update, nothing trained
+    for cb in (rnnkit.EarlyStopping(), rnnkit.ModelCheckpoint("never.npz", save_best_only=True)):
+        model = _model()
+        before = model.weights
+        with pytest.raises(ValueError, match=r"monitor='val_loss' needs validation_data"):
+            model.fit(X, Y, epochs=2, callbacks=[cb])
+        assert all(np.array_equal(before[k], v) for k, v in model.weights.items())
+        assert model.optimizer is None or model.optimizer.step_count == 0
+    # a key no callback adds: reported at the end of the first epoch, naming the keys there
+    with pytest.raises(ValueError, match=r"monitor='val_mae' is not in the epoch logs.*'loss'"):
+        _model().fit(X, Y, epochs=2, callbacks=[rnnkit.EarlyStopping(monitor="val_mae")])
+
+
+def test_values_callbacks_add_to_the_logs_are_recorded_and_seen_by_later_callbacks():
+    """As in Keras, where History runs last: a metric a callback (or a plain function) adds to
+    an epoch's logs is in the History, and callbacks after it can monitor it."""
+    X, Y = _data()
+    model = _model()
+
+    class AddMetric(rnnkit.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs):
+            logs["val_mae"] = float(np.mean(np.abs(model.predict(X) - Y)))
+
+    def add_twice(epoch, logs):
+        logs["twice"] = 2 * logs["loss"]
+    stopper = rnnkit.EarlyStopping(monitor="val_mae", patience=100)
+    hist = model.fit(X, Y, epochs=3, callbacks=[AddMetric(), add_twice, stopper])
+    assert len(hist["val_mae"]) == 3 and stopper.best == min(hist["val_mae"])
+    assert hist["twice"] == [2 * v for v in hist["loss"]]
+
+
+def test_a_callable_returning_numpy_false_stops_training():
+    """A NumPy comparison returns np.False_, not False: it stops training too; None (a plain
+    function's result) and other values do not."""
+    X, Y = _data()
+    hist = _model().fit(X, Y, epochs=5, callbacks=[lambda e, logs: logs["loss"] > np.float64(9)])
+    assert len(hist["loss"]) == 1
+    for result in (None, 0, np.True_, "stop"):
+        hist = _model().fit(X, Y, epochs=3, callbacks=[lambda e, logs: result])
+        assert len(hist["loss"]) == 3
 
 
 def test_model_checkpoint_every_epoch_and_best_only(tmp_path):

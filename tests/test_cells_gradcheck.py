@@ -375,7 +375,7 @@ def test_full_lengths_equal_no_lengths(cell, return_sequences):
                                  ("fullT", cell, return_sequences))
     network = (cell, 2, True, "tanh", return_sequences, 1)
     a = _run(X, Y, h0, params, *network, None)
-    b = _run(X, Y, h0, params, *network, np.full(N, T, dtype=np.int32))
+    b = _run(X, Y, h0, params, *network, np.full(N, T, dtype=np.int64))
     for u, v in zip(a, b):
         np.testing.assert_array_equal(u, v)
 
@@ -495,21 +495,24 @@ def _bad_calls(cell="gru", num_layers=2, lengths=None, hidden_states=None):
 
 
 @pytest.mark.parametrize("function", ["forward", "backward", "train_epoch"])
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(cell="elman"), "cell must be one of"),
-    (dict(cell=None), "cell must be one of"),
-    (dict(num_layers=0), "num_layers must be an integer >= 1"),
-    (dict(num_layers=1.5), "num_layers must be an integer >= 1"),
-    (dict(num_layers=True), "num_layers must be an integer >= 1"),
-    (dict(lengths=np.array([5, 5])), r"lengths must have shape \(3,\)"),
-    (dict(lengths=np.array([[5, 5, 5]])), r"lengths must have shape \(3,\)"),
-    (dict(lengths=np.array([5.0, 5.0, 5.0])), "lengths must be an integer array"),
-    (dict(lengths=np.array([5, 0, 5])), r"lengths must lie in \[1, T\] = \[1, 5\]"),
-    (dict(lengths=np.array([5, 6, 5])), r"lengths must lie in \[1, T\] = \[1, 5\]"),
+@pytest.mark.parametrize("kwargs,exc,match", [
+    (dict(cell="elman"), ValueError, "cell must be one of"),
+    (dict(cell=None), ValueError, "cell must be one of"),
+    (dict(num_layers=0), ValueError, "num_layers must be an integer >= 1"),
+    (dict(num_layers=1.5), ValueError, "num_layers must be an integer >= 1"),
+    (dict(num_layers=True), ValueError, "num_layers must be an integer >= 1"),
+    (dict(lengths=np.array([5, 5])), ValueError, r"lengths must have shape \(3,\)"),
+    (dict(lengths=np.array([[5, 5, 5]])), ValueError, r"lengths must have shape \(3,\)"),
+    (dict(lengths=np.array([5.0, 5.0, 5.0])), TypeError,
+     "lengths must be None or a numpy array of int64, got array of dtype float64"),
+    (dict(lengths=np.array([5, 0, 5])), ValueError, r"lengths must lie in \[1, T\] = \[1, 5\]"),
+    (dict(lengths=np.array([5, 6, 5])), ValueError, r"lengths must lie in \[1, T\] = \[1, 5\]"),
 ], ids=["cell", "cell-None", "layers0", "layers-float", "layers-bool", "lengths-short",
         "lengths-2d", "lengths-float", "lengths-0", "lengths-over-T"])
-def test_bad_arguments_raise_value_error(function, kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_bad_arguments_raise_value_error(function, kwargs, exc, match):
+    """Bad network arguments: ValueError; lengths of another dtype than int64: TypeError, as
+    the C++ core raises."""
+    with pytest.raises(exc, match=match):
         _bad_calls(**kwargs)[function]()
 
 

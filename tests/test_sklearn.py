@@ -97,8 +97,16 @@ def test_partial_fit_is_one_more_epoch():
     assert len(c.history_["loss"]) == 1
     with pytest.raises(ValueError, match=r"X has 5 features, but RNNRegressor is expecting 12"):
         c.partial_fit(X[:, :5], y)
-    with pytest.raises(ValueError, match=r"y must have 1 output\(s\).*got shape \(40, 2\)"):
+    with pytest.raises(ValueError, match=r"y must have shape \(n_samples,\) as in the first fit.*"
+                                         r"got shape \(40, 2\)"):
         c.partial_fit(X, np.stack([y, y], axis=1))
+    # the same values as a column: predict would not return what the first fit promised
+    with pytest.raises(ValueError, match=r"y must have shape \(n_samples,\).*got shape \(40, 1\)"):
+        c.partial_fit(X, y[:, None])
+    d = RNNRegressor(hidden_size=5, random_state=3).partial_fit(X, y[:, None])
+    with pytest.raises(ValueError, match=r"y must have shape \(n_samples, 1\).*got shape \(40,\)"):
+        d.partial_fit(X, y)
+    assert d.predict(X).shape == (40, 1) and c.predict(X).shape == (40,)
 
 
 def test_hyperparameter_errors_name_the_argument():

@@ -75,9 +75,15 @@ class Callback:
     the current epoch, as in Keras."""
 
     model: Optional["Recurrent"] = None
+    #: the fit's settings, set before ``on_train_begin`` (as Keras' ``params``): "epochs",
+    #: "steps" (minibatches an epoch), "samples" and "validation" (whether val_loss is logged)
+    params: Dict[str, Any] = {}
 
     def set_model(self, model: "Recurrent") -> None:
         self.model = model
+
+    def set_params(self, params: Dict[str, Any]) -> None:
+        self.params = params
 
     def on_train_begin(self, logs: Optional[Logs] = None) -> None:
         """Called once before the first epoch."""
@@ -90,13 +96,16 @@ class Callback:
 
 
 class _CallableCallback(Callback):
-    """Adapts a plain ``f(epoch, logs)``; a return value of False stops training."""
+    """Adapts a plain ``f(epoch, logs)``; a return value of False (``np.False_`` too: what a
+    NumPy comparison gives) stops training. ``logs`` is the epoch's own dict: a value the
+    function adds is recorded in the History, as a Callback's is."""
 
     def __init__(self, fn: Callable[[int, Logs], Any]) -> None:
         self.fn = fn
 
     def on_epoch_end(self, epoch: int, logs: Logs) -> None:
-        if self.fn(epoch, dict(logs)) is False and self.model is not None:
+        result = self.fn(epoch, logs)
+        if isinstance(result, (bool, np.bool_)) and not result and self.model is not None:
             self.model.stop_training = True
 
 
@@ -105,6 +114,14 @@ def _monitor_value(logs: Logs, monitor: str, who: str) -> float:
         raise ValueError(f"{who}: monitor={monitor!r} is not in the epoch logs, which have "
                          f"{sorted(logs)}; pass validation_data to fit, or monitor='loss'")
     return float(logs[monitor])
+
+
+def _check_monitor_available(params: Dict[str, Any], monitor: str, who: str) -> None:
+    """Before the first update: monitoring val_loss needs validation data in this fit. (Other
+    keys a callback may add to the logs are only known at the end of an epoch.)"""
+    if monitor == "val_loss" and not params.get("validation", True):
+        raise ValueError(f"{who}: monitor='val_loss' needs validation_data, and this fit has "
+                         f"none; pass validation_data to fit, or monitor='loss'")
 
 
 class EarlyStopping(Callback):
@@ -145,6 +162,7 @@ class EarlyStopping(Callback):
         return value > self.best + self.min_delta
 
     def on_train_begin(self, logs: Optional[Logs] = None) -> None:
+        _check_monitor_available(self.params, self.monitor, "EarlyStopping")
         self._reset()
 
     def on_epoch_end(self, epoch: int, logs: Logs) -> None:
@@ -192,6 +210,10 @@ class ModelCheckpoint(Callback):
         self.mode = check_choice(mode, "mode", ("min", "max"))
         self.best = math.inf if self.mode == "min" else -math.inf
         self.saved: List[str] = []
+
+    def on_train_begin(self, logs: Optional[Logs] = None) -> None:
+        if self.save_best_only:
+            _check_monitor_available(self.params, self.monitor, "ModelCheckpoint")
 
     def on_epoch_end(self, epoch: int, logs: Logs) -> None:
         if self.model is None:
@@ -276,6 +298,7 @@ class TrainingRun:
         self.model.stop_training = False
         for cb in self.callbacks:
             cb.set_model(self.model)
+            cb.set_params(self.history.params)
             cb.on_train_begin()
 
     def epoch_begin(self, epoch: int, losses: np.ndarray) -> None:
@@ -304,19 +327,24 @@ class TrainingRun:
         return progress
 
     def epoch_end(self, logs: Logs) -> bool:
-        """Record the epoch, show it, run the callbacks; True when training should stop."""
+        """Run the callbacks, then record the epoch and show it, with whatever values the
+        callbacks added to ``logs`` (as Keras, whose History comes last); True when training
+        should stop. A callback that raises still leaves the epoch recorded."""
         elapsed = time.perf_counter() - self._start
-        self.history.append(self._epoch, logs)
-        if self._bar is not None:
-            self._bar.update(len(self.batch_sizes) - self._bar.n)
-            self._bar.set_postfix_str(f"{_format_logs(logs)} - {elapsed:.2f}s", refresh=True)
-            self._bar.close()
-            self._bar = None
-        elif self.verbose:
-            print(f"epoch {self._epoch + 1}/{self.epochs} - {_format_logs(logs)} - "
-                  f"{elapsed:.2f}s", flush=True)
-        for cb in self.callbacks:
-            cb.on_epoch_end(self._epoch, logs)
+        try:
+            for cb in self.callbacks:
+                cb.on_epoch_end(self._epoch, logs)
+        finally:
+            self.history.append(self._epoch, logs)
+            if self._bar is not None:
+                self._bar.update(len(self.batch_sizes) - self._bar.n)
+                self._bar.set_postfix_str(f"{_format_logs(logs)} - {elapsed:.2f}s",
+                                          refresh=True)
+                self._bar.close()
+                self._bar = None
+            elif self.verbose:
+                print(f"epoch {self._epoch + 1}/{self.epochs} - {_format_logs(logs)} - "
+                      f"{elapsed:.2f}s", flush=True)
         return bool(self.model.stop_training)
 
     def train_end(self) -> History:

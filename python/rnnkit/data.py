@@ -28,8 +28,8 @@ def sliding_windows(series: Any, seq_len: int, horizon: int = 1) -> Tuple[np.nda
     s = as_real_array(s, "series", s.dtype if s.dtype.kind == "f" else np.dtype(np.float64))
     if s.ndim == 1:
         s = s[:, None]
-    if s.ndim != 2:
-        raise ValueError(f"series must have shape (L,) or (L, F), got {s.shape}")
+    if s.ndim != 2 or s.shape[1] == 0:
+        raise ValueError(f"series must have shape (L,) or (L, F) with F >= 1, got {s.shape}")
     M = s.shape[0] - seq_len - horizon + 1
     if M < 1:
         raise ValueError(f"series of length {s.shape[0]} is too short for seq_len={seq_len} and "

@@ -221,15 +221,17 @@ def _check_network(cell: str, num_layers: int) -> CellSpec:
 
 
 def _check_lengths(lengths: Optional[np.ndarray], N: int, T: int) -> np.ndarray:
-    """``lengths`` as an (N,) int64 array (None: every record has all T steps)."""
+    """``lengths``, an (N,) int64 array, checked as the C++ core checks it (None: every record
+    has all T steps)."""
     if lengths is None:
         return np.full(N, T, dtype=np.int64)
-    lengths = np.asarray(lengths)
+    if not isinstance(lengths, np.ndarray) or lengths.dtype != np.int64:
+        got = (f"array of dtype {lengths.dtype}" if isinstance(lengths, np.ndarray)
+               else type(lengths).__name__)
+        raise TypeError(f"lengths must be None or a numpy array of int64, got {got}")
     if lengths.shape != (N,):
         raise ValueError(f"lengths must have shape ({N},), one length per record of X, got "
                          f"shape {lengths.shape}")
-    if not np.issubdtype(lengths.dtype, np.integer):
-        raise ValueError(f"lengths must be an integer array, got dtype {lengths.dtype}")
     if N and (lengths.min() < 1 or lengths.max() > T):
         raise ValueError(f"lengths must lie in [1, T] = [1, {T}], got values from "
                          f"{lengths.min()} to {lengths.max()}")

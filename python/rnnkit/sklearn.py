@@ -203,9 +203,10 @@ class RNNRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]  # unty
         X3 = self._sequences(X)
         if first:
             self._init_model(X3, y)
-        elif (1 if y.ndim == 1 else y.shape[1]) != self.n_outputs_:
-            raise ValueError(f"y must have {self.n_outputs_} output(s) as in the first fit, got "
-                             f"shape {y.shape}")
+        elif (1 if y.ndim == 1 else y.shape[1]) != self.n_outputs_ or (y.ndim == 1) != self._y_1d:
+            first_form = "(n_samples,)" if self._y_1d else f"(n_samples, {self.n_outputs_})"
+            raise ValueError(f"y must have shape {first_form} as in the first fit (predict "
+                             f"returns that shape), got shape {y.shape}")
         self._run(X3, y, 1)
         return self
 
