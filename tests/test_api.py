@@ -278,6 +278,7 @@ def test_sliding_windows_minimum_length_and_ints():
     (dict(series=np.arange(5.0), seq_len=2, horizon=0), ValueError, "horizon"),
     (dict(series=np.arange(5.0), seq_len=2.5), TypeError, "seq_len"),
     (dict(series=np.zeros((4, 2, 2)), seq_len=1), ValueError, "series"),
+    (dict(series=np.zeros((6, 0)), seq_len=2), ValueError, r"series .*F >= 1, got \(6, 0\)"),
     (dict(series=np.array([True, False, True]), seq_len=1), TypeError, "series"),
     (dict(series=np.array([1.0, np.nan, 2.0]), seq_len=1), ValueError, "series"),
 ])
