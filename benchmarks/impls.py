@@ -21,15 +21,18 @@ import numpy as np
 from workloads import Workload
 
 Arrays = Tuple[np.ndarray, np.ndarray]
-IMPLS = ("rnnkit", "reference", "torch", "jax")
-LABELS = {"rnnkit": "rnnkit (C++)", "reference": "rnnkit reference (NumPy loop)",
-          "torch": "PyTorch", "jax": "JAX (jit)"}
+IMPLS = ("rnnkit", "reference", "numpy", "torch", "jax")
+LABELS = {"rnnkit": "rnnkit (C++)", "reference": "rnnkit reference (NumPy)",
+          "numpy": "NumPy loop (hand-written)", "torch": "PyTorch", "jax": "JAX (jit)"}
 
 
-def available(impl: str) -> Optional[str]:
-    """None if the implementation can run here, else why not."""
+def available(impl: str, workload: Optional[str] = None) -> Optional[str]:
+    """None if the implementation can run here (and runs ``workload``, if given), else why
+    not."""
     import importlib.util
 
+    if impl == "numpy" and workload is not None and workload != "W1":
+        return "the hand-written NumPy loop is W1's only"
     module = {"torch": "torch", "jax": "jax"}.get(impl)
     if module and importlib.util.find_spec(module) is None:
         return f"{module} is not installed"
@@ -38,11 +41,29 @@ def available(impl: str) -> Optional[str]:
 
 def make(impl: str, w: Workload, weights: Dict[str, np.ndarray], train: Arrays,
          val: Optional[Arrays]):
-    cls = {"rnnkit": RnnkitEpoch, "reference": RnnkitEpoch, "torch": TorchEpoch,
-           "jax": JaxEpoch}[impl]
+    cls = {"rnnkit": RnnkitEpoch, "reference": RnnkitEpoch, "numpy": NumpyLoopEpoch,
+           "torch": TorchEpoch, "jax": JaxEpoch}[impl]
     if impl in ("rnnkit", "reference"):
         return cls(w, weights, train, val, backend="cpp" if impl == "rnnkit" else "reference")
     return cls(w, weights, train, val)
+
+
+def update_fingerprint(before: Dict[str, np.ndarray], after: Dict[str, np.ndarray]) -> list:
+    """What an epoch did to the parameters, in four numbers to compare across implementations:
+    the norm of the whole update (after - before, every parameter in rnnkit's names) and its
+    projections on three fixed random directions. Far more sensitive than the losses: at W1's
+    lr 1e-4 a different truncation moves the first-epoch losses by about 3e-9 only."""
+    import zlib
+
+    names = sorted(before)
+    update = [np.asarray(after[n], dtype=np.float64) - np.asarray(before[n], dtype=np.float64)
+              for n in names]
+    out = [float(np.sqrt(sum(float(np.sum(u * u)) for u in update)))]
+    for seed in range(3):
+        out.append(float(sum(
+            np.dot(np.random.default_rng([seed, zlib.crc32(n.encode())]).standard_normal(u.size),
+                   u.ravel()) for n, u in zip(names, update))))
+    return out
 
 
 # ---------------------------------------------------------------------------- rnnkit
@@ -74,6 +95,70 @@ class RnnkitEpoch:
             out["train_loss"] = self.model.loss(X, Y)
             out["val_loss"] = h["val_loss"][0]
         return out
+
+    def weights(self) -> Dict[str, np.ndarray]:
+        return self.model.weights
+
+
+# ---------------------------------------------------------------------------- NumPy loop
+class NumpyLoopEpoch:
+    """W1 as its users hand-write it in NumPy (issue 3's "NumPy loop"), written well: one
+    window at a time, the forward keeping every state, the backward over the last k+1 steps
+    only (DESIGN.md §1's truncation), value clipping and SGD in place; then the losses over
+    the training and validation windows with all windows at once, a matrix product a step (as
+    the PyTorch twin evaluates them). Not rnnkit's reference backend, which is general (every
+    cell, layer count and option) and written to be read, not to be fast."""
+
+    def __init__(self, w: Workload, weights, train: Arrays, val: Optional[Arrays]):
+        assert w.cell == "rnn" and w.num_layers == 1 and w.I == 1 and w.O == 1, "W1 only"
+        assert w.activation == "sigmoid" and not w.bias and w.optimizer == "sgd", "W1 only"
+        assert w.batch_size == 1 and w.k is not None and w.clip_value is not None, "W1 only"
+        assert w.clip_norm is None and val is not None, "W1 only"
+        self.w = w
+        self.U = np.array(weights["U"][:, 0], dtype=np.float64)     # (H,)
+        self.W = np.array(weights["W"], dtype=np.float64)           # (H, H)
+        self.V = np.array(weights["V"][0], dtype=np.float64)        # (H,)
+        self.X, self.Y = train[0][:, :, 0], train[1][:, 0]         # (N, T), (N,)
+        self.Xv, self.Yv = val[0][:, :, 0], val[1][:, 0]
+        self.hs = np.zeros((w.T + 1, w.H))                          # h_0 .. h_T of a window
+        self.dU, self.dW = np.zeros(w.H), np.zeros((w.H, w.H))
+
+    @staticmethod
+    def _sigmoid(a):
+        return 1.0 / (1.0 + np.exp(-a))
+
+    def _loss(self, X, Y) -> float:
+        h = np.zeros((X.shape[0], self.w.H))
+        for t in range(X.shape[1]):
+            h = self._sigmoid(np.outer(X[:, t], self.U) + h @ self.W.T)
+        return float(np.mean((h @ self.V - Y) ** 2))
+
+    def epoch(self) -> Dict[str, float]:
+        w, U, W, V, hs, dU, dW = self.w, self.U, self.W, self.V, self.hs, self.dU, self.dW
+        T, k, lr, clip = w.T, w.k, w.lr, w.clip_value
+        total = 0.0
+        for x, target in zip(self.X, self.Y):
+            for t in range(T):                                       # hs[t + 1] = h_t
+                hs[t + 1] = self._sigmoid(U * x[t] + W @ hs[t])
+            diff = V @ hs[T] - target
+            total += diff * diff
+            dy = 2.0 * diff                                          # d(mean sq)/dy, N·O = 1
+            dV = dy * hs[T]
+            dh = dy * V
+            dU.fill(0.0)
+            dW.fill(0.0)
+            for t in range(T - 1, max(T - k - 2, -1), -1):           # the last k+1 steps
+                da = dh * hs[t + 1] * (1.0 - hs[t + 1])
+                dU += da * x[t]
+                dW += np.outer(da, hs[t])
+                dh = da @ W
+            for p, g in ((U, dU), (W, dW), (V, dV)):
+                p -= lr * np.clip(g, -clip, clip)
+        return {"loss": float(total) / w.n_train, "train_loss": self._loss(self.X, self.Y),
+                "val_loss": self._loss(self.Xv, self.Yv)}
+
+    def weights(self) -> Dict[str, np.ndarray]:
+        return {"U": self.U[:, None].copy(), "W": self.W.copy(), "V": self.V[None, :].copy()}
 
 
 # ---------------------------------------------------------------------------- PyTorch
@@ -205,6 +290,32 @@ class TorchEpoch:
         if w.evaluate:
             out["train_loss"] = self._loss(self.X, self.Y)
             out["val_loss"] = self._loss(self.Xv, self.Yv)
+        return out
+
+    def weights(self) -> Dict[str, np.ndarray]:
+        """The parameters in rnnkit's names (the inverse of __init__'s copies)."""
+        w = self.w
+        n = lambda p: p.detach().numpy().copy()  # noqa: E731
+        if self.manual:
+            out = {"U": n(self.U), "W": n(self.W), "V": n(self.V)}
+            if w.bias:
+                out.update(b=n(self.b), c=n(self.c))
+            return out
+        out = {"V": n(self.linear.weight)}
+        if w.bias:
+            out["c"] = n(self.linear.bias)
+        if w.cell == "rnn":
+            out.update(U=n(self.rnn.weight_ih_l0), W=n(self.rnn.weight_hh_l0))
+            if w.bias:
+                out["b"] = n(self.rnn.bias_ih_l0)
+            return out
+        names = [("U", "weight_ih"), ("W", "weight_hh")]
+        if w.bias:
+            names += [("b_ih", "bias_ih"), ("b_hh", "bias_hh")]
+        for layer in range(w.num_layers):
+            suffix = "" if layer == 0 else f"_l{layer}"
+            for ours, theirs in names:
+                out[ours + suffix] = n(getattr(self.rnn, f"{theirs}_l{layer}"))
         return out
 
 
@@ -369,3 +480,6 @@ class JaxEpoch:
         if self.w.evaluate:
             out["train_loss"], out["val_loss"] = float(evals[0]), float(evals[1])
         return out
+
+    def weights(self) -> Dict[str, np.ndarray]:
+        return {k: np.asarray(v).copy() for k, v in self.state[0].items()}

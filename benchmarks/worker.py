@@ -10,7 +10,8 @@ the data, the initial weights and the implementation, then answers one JSON line
 with PREFIX, to each command on stdin:
 
     (start)  {"ready": true, "setup_seconds": s, "compile_seconds": s|null, "notes": [...]}
-    epoch    {"seconds": wall, "cpu_seconds": process CPU time, "losses": {...}}
+    epoch    {"seconds": wall, "cpu_seconds": process CPU time, "losses": {...}}, and after
+             the first epoch (the check) "update": impls.update_fingerprint of its parameters
     quit     (exits)
 
 An exception is answered with {"error": "<traceback>"} and ends the worker. Timing is taken
@@ -87,6 +88,7 @@ def main(argv=None) -> int:
         run = impls.make(args.impl, w, weights, train, val)
         reply({"ready": True, "setup_seconds": time.perf_counter() - t0,
                "compile_seconds": getattr(run, "compile_seconds", None), "notes": notes})
+        first = True
     except Exception:  # noqa: BLE001 - reported to the parent, which says which worker failed
         reply({"error": traceback.format_exc()})
         return 1
@@ -101,7 +103,11 @@ def main(argv=None) -> int:
             c0, t0 = time.process_time(), time.perf_counter()
             losses = run.epoch()
             seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-            reply({"seconds": seconds, "cpu_seconds": cpu, "losses": losses})
+            answer = {"seconds": seconds, "cpu_seconds": cpu, "losses": losses}
+            if first:   # the check epoch (untimed): what it did to the parameters
+                answer["update"] = impls.update_fingerprint(weights, run.weights())
+                first = False
+            reply(answer)
         except Exception:  # noqa: BLE001
             reply({"error": traceback.format_exc()})
             return 1

@@ -33,17 +33,43 @@ def baselines():
     return out
 
 
-@pytest.mark.parametrize("impl", ["reference", "torch", "jax"])
-@pytest.mark.parametrize("name", workloads.WORKLOADS)
+@pytest.mark.parametrize("name,impl", [
+    (name, impl) for name in workloads.WORKLOADS for impl in ("reference", "numpy", "torch", "jax")
+    if not (impl == "numpy" and name != "W1")])              # the NumPy loop is W1's only
 def test_first_epoch_losses_agree_with_rnnkit(baselines, name, impl):
     if impl in ("torch", "jax"):
         pytest.importorskip(impl)
     w, weights, train, val, expected = baselines[name]
-    losses = impls.make(impl, w, weights, train, val).epoch()
+    run = impls.make(impl, w, weights, train, val)
+    losses = run.epoch()
     assert sorted(losses) == sorted(expected)
     assert sorted(expected) == (["loss", "train_loss", "val_loss"] if w.evaluate else ["loss"])
     for key in expected:
         assert losses[key] == pytest.approx(expected[key], rel=w.tolerance), key
+    assert sorted(run.weights()) == sorted(weights)          # in rnnkit's names and shapes
+    assert all(run.weights()[k].shape == weights[k].shape for k in weights)
+
+
+def test_the_update_check_sees_a_truncation_the_losses_barely_show():
+    """W1's first-epoch update (impls.update_fingerprint) agrees between rnnkit and the NumPy
+    loop to W1's tolerance, and a NumPy loop that backpropagates one step further is off by
+    orders of magnitude more than that (run.py fails a run on it)."""
+    import dataclasses
+
+    import run
+
+    w = workloads.get_workload("W1", tiny=True)
+    weights = workloads.initial_weights(w)
+    train, val = workloads.make_data(w)
+
+    def update(impl, workload):
+        r = impls.make(impl, workload, weights, train, val)
+        r.epoch()
+        return impls.update_fingerprint(weights, r.weights())
+    base = update("rnnkit", w)
+    assert run.rel_norm(update("numpy", w), base) <= w.tolerance
+    assert run.rel_norm(update("reference", w), base) <= w.tolerance
+    assert run.rel_norm(update("numpy", dataclasses.replace(w, k=w.k + 1)), base) > 1e3 * w.tolerance
 
 
 def test_workloads_match_the_issue():
@@ -73,14 +99,15 @@ def test_run_py_end_to_end_tiny(tmp_path):
     0 (the agreement check passed)."""
     out = subprocess.run(
         [sys.executable, os.path.join(BENCH, "run.py"), "--tiny", "--quick", "--workloads", "W1",
-         "--threads", "1", "--impls", "rnnkit,reference", "--epochs", "1", "--no-process",
+         "--threads", "1", "--impls", "rnnkit,reference,numpy", "--epochs", "1", "--no-process",
          "--runs", "2", "--json", str(tmp_path / "r.json")],
         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     for run in (1, 2):
         assert f"(run {run} of 2)" in out.stdout
     assert out.stdout.count("| W1 float64 | 1 | rnnkit (C++) |") == 2
-    assert out.stdout.count("| W1 float64 | 1 | rnnkit reference (NumPy loop) |") == 2
+    assert out.stdout.count("| W1 float64 | 1 | rnnkit reference (NumPy) |") == 2
+    assert out.stdout.count("| W1 float64 | 1 | NumPy loop (hand-written) |") == 2
     # the side-by-side table: one row for the one target this run measures, both runs filled
     side = out.stdout.split("targets in each of the 2 runs")[1]
     assert "| target (bold: met) | run 1 | run 2 | met in |" in side
@@ -111,14 +138,14 @@ def test_runs_table_keeps_the_targets_order_and_counts_the_runs_that_measured_ea
     def process(wall):
         return [{"wall": wall, "maxrss_mib": 37.0, "status": 0}]
 
-    runs = [{"sessions": [session({"reference": 10.0})], "processes": process(0.45)},
-            {"sessions": [session({"reference": 25.0, "jax": 2.5})], "processes": process(0.6)}]
+    runs = [{"sessions": [session({"numpy": 10.0})], "processes": process(0.45)},
+            {"sessions": [session({"numpy": 25.0, "jax": 2.5})], "processes": process(0.6)}]
     table = run.runs_table(runs)
     assert table[0] == "| target (bold: met) | run 1 | run 2 | met in |"
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in table[2:]]
     assert [r[0] for r in rows] == [
         "W1, 1 thread(s): rnnkit ≥ 2× faster than JAX (jit)",
-        "W1, 1 thread(s): rnnkit ≥ 20× faster than rnnkit reference (NumPy loop)",
+        "W1, 1 thread(s): rnnkit ≥ 20× faster than NumPy loop (hand-written)",
         "first example, whole process: ≤ 0.5 s and ≤ 80 MiB"]
     assert rows[0][1:] == ["–", "**2.50×**", "1 of 1"]
     assert rows[1][1:] == ["10.00×", "**25.00×**", "1 of 2"]
@@ -187,10 +214,10 @@ def test_run_py_end_to_end_tiny_cells(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["errors"] == []
-    expected_impls = [i for i in impls.IMPLS if impls.available(i) is None]
     assert [s["workload"] for s in result["sessions"]] == names
     for s in result["sessions"]:
         w = workloads.get_workload(s["workload"], tiny=True)
+        expected_impls = [i for i in impls.IMPLS if impls.available(i, s["workload"]) is None]
         assert sorted(s["impls"]) == sorted(expected_impls)
         base = s["impls"]["rnnkit"]["losses"]
         for impl, r in s["impls"].items():
