@@ -192,14 +192,16 @@ def run_session(name: str, threads: int, impl_names: List[str], epochs: int, bud
                 f"losses {msg['losses']}")
         base = "rnnkit" if "rnnkit" in out["impls"] else next(iter(out["impls"]), None)
         out["base"] = base
+        def mismatch(what: str) -> None:
+            out["errors"].append(f"{name} {threads} threads: {what}")
+            log("MISMATCH: " + out["errors"][-1])
+
         for impl, r in out["impls"].items():
             r["rel_diff"] = rel_diff(r["losses"], out["impls"][base]["losses"])
             if r["rel_diff"] > w.tolerance:
-                out["errors"].append(
-                    f"{name} {threads} threads: first-epoch losses of {impl} differ from {base}'s "
-                    f"by a relative {r['rel_diff']:.2e} > {w.tolerance:g}: {r['losses']} vs "
-                    f"{out['impls'][base]['losses']}")
-                log("MISMATCH: " + out["errors"][-1])
+                mismatch(f"first-epoch losses of {impl} differ from {base}'s by a relative "
+                         f"{r['rel_diff']:.2e} > {w.tolerance:g}: {r['losses']} vs "
+                         f"{out['impls'][base]['losses']}")
             # In float64 (W1) the parameters' first-epoch update must agree too: the losses
             # move too little at lr 1e-4 to show, say, another truncation (3e-9). In float32
             # Adam rounds differently from one library to the next (a gradient near 0 sets
@@ -208,11 +210,9 @@ def run_session(name: str, threads: int, impl_names: List[str], epochs: int, bud
             if w.dtype == "float64" and r.get("update") and ref_update:
                 r["update_rel_diff"] = rel_norm(r["update"], ref_update)
                 if r["update_rel_diff"] > w.tolerance:
-                    out["errors"].append(
-                        f"{name} {threads} threads: the first epoch's parameter update of {impl} "
-                        f"differs from {base}'s by a relative {r['update_rel_diff']:.2e} > "
-                        f"{w.tolerance:g}")
-                    log("MISMATCH: " + out["errors"][-1])
+                    mismatch(f"the first epoch's parameter update of {impl} differs from "
+                             f"{base}'s by a relative {r['update_rel_diff']:.2e} > "
+                             f"{w.tolerance:g}")
         # how many timed epochs each gets: as many as asked, within its time budget
         counts = {}
         for impl in workers:
