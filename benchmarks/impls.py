@@ -26,17 +26,20 @@ LABELS = {"rnnkit": "rnnkit (C++)", "reference": "rnnkit reference (NumPy)",
           "numpy": "NumPy loop (hand-written)", "torch": "PyTorch", "jax": "JAX (jit)"}
 
 
-def available(impl: str, workload: Optional[str] = None) -> Optional[str]:
-    """None if the implementation can run here (and runs ``workload``, if given), else why
-    not."""
+def available(impl: str) -> Optional[str]:
+    """None if the implementation can run here, else why not."""
     import importlib.util
 
-    if impl == "numpy" and workload is not None and workload != "W1":
-        return "the hand-written NumPy loop is W1's only"
     module = {"torch": "torch", "jax": "jax"}.get(impl)
     if module and importlib.util.find_spec(module) is None:
         return f"{module} is not installed"
     return None
+
+
+def implements(impl: str, workload: str) -> bool:
+    """Whether ``impl`` has ``workload``: every one has all of them but the hand-written NumPy
+    loop, W1's only."""
+    return impl != "numpy" or workload == "W1"
 
 
 def make(impl: str, w: Workload, weights: Dict[str, np.ndarray], train: Arrays,

@@ -153,8 +153,8 @@ def run_session(name: str, threads: int, impl_names: List[str], epochs: int, bud
            "dtype": w.dtype, "impls": {}, "notes": [], "errors": []}
     workers: Dict[str, Worker] = {}
     for impl in impl_names:
-        if impls.available(impl, name) and impls.available(impl) is None:
-            continue                  # runs here, not this workload (the NumPy loop: W1 only)
+        if not impls.implements(impl, name):
+            continue
         why = impls.available(impl)
         if why:
             out["notes"].append(f"{impls.LABELS[impl]} skipped: {why}")
@@ -192,6 +192,7 @@ def run_session(name: str, threads: int, impl_names: List[str], epochs: int, bud
                 f"losses {msg['losses']}")
         base = "rnnkit" if "rnnkit" in out["impls"] else next(iter(out["impls"]), None)
         out["base"] = base
+
         def mismatch(what: str) -> None:
             out["errors"].append(f"{name} {threads} threads: {what}")
             log("MISMATCH: " + out["errors"][-1])
@@ -359,7 +360,6 @@ def whole_process(quick: bool) -> List[dict]:
             ok = sorted((r for r in results if r["status"] == 0), key=lambda r: r["wall"])
             row = ok[(len(ok) - 1) // 2] if ok else results[0]    # the median (lower middle)
             row["label"], row["runs"] = label, repeats
-            row["median_of"] = len(ok)
             if row["status"] != 0:
                 log(f"  {label} exited with status {row['status']}:\n{row['output_tail']}")
             log(f"  {label}: {row['wall']:.2f} s, {row['maxrss_mib']:.0f} MiB "

@@ -373,21 +373,21 @@ void gemm_strided(Isa isa, Real* C, int64_t ldc, const Real* A, int64_t sm, int6
 template <typename Real>
 void gemm_accumulate(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B,
                      int64_t ldb, int64_t M, int64_t N, int64_t K) {
-    gemm_strided(current_isa.load(std::memory_order_relaxed), C, ldc, A, lda, int64_t(1), B, ldb,
+    gemm_strided(current_isa_level(), C, ldc, A, lda, int64_t(1), B, ldb,
                  static_cast<const Real*>(nullptr), M, N, K);
 }
 
 template <typename Real>
 void gemm_accumulate_at(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B,
                         int64_t ldb, int64_t M, int64_t N, int64_t K) {
-    gemm_strided(current_isa.load(std::memory_order_relaxed), C, ldc, A, int64_t(1), lda, B, ldb,
+    gemm_strided(current_isa_level(), C, ldc, A, int64_t(1), lda, B, ldb,
                  static_cast<const Real*>(nullptr), M, N, K);
 }
 
 template <typename Real>
 void gemm_set_at(Real* C, int64_t ldc, const Real* A, int64_t lda, const Real* B, int64_t ldb,
                  int64_t M, int64_t N, int64_t K) {
-    gemm_strided(current_isa.load(std::memory_order_relaxed), C, ldc, A, int64_t(1), lda, B, ldb,
+    gemm_strided(current_isa_level(), C, ldc, A, int64_t(1), lda, B, ldb,
                  static_cast<const Real*>(nullptr), M, N, K, true);
 }
 
@@ -436,7 +436,7 @@ void gemm_packed(Real* C, int64_t ldc, const Real* A, int64_t lda, const PackedB
     // blocks packed for another level than the current one (set_isa in between) are not used;
     // the level is read once, so that a set_isa from another thread cannot fall between the
     // check and the product
-    const Isa isa = current_isa.load(std::memory_order_relaxed);
+    const Isa isa = current_isa_level();
     gemm_strided(isa, C, ldc, A, lda, int64_t(1), B.B, B.ldb, B.isa == isa ? B.panels : nullptr,
                  M, N, K, fresh);
 }

@@ -235,7 +235,7 @@ def _check_lengths(lengths: Optional[np.ndarray], N: int, T: int) -> np.ndarray:
     if N and (lengths.min() < 1 or lengths.max() > T):
         raise ValueError(f"lengths must lie in [1, T] = [1, {T}], got values from "
                          f"{lengths.min()} to {lengths.max()}")
-    return lengths.astype(np.int64)
+    return lengths.copy()       # the values checked are the ones used, as in the C++ core
 
 
 def _initial_state(h0: Optional[np.ndarray], N: int, width: int, dtype: np.dtype) -> np.ndarray:
