@@ -281,10 +281,39 @@ def test_sliding_windows_minimum_length_and_ints():
     (dict(series=np.zeros((6, 0)), seq_len=2), ValueError, r"series .*F >= 1, got \(6, 0\)"),
     (dict(series=np.array([True, False, True]), seq_len=1), TypeError, "series"),
     (dict(series=np.array([1.0, np.nan, 2.0]), seq_len=1), ValueError, "series"),
+    (dict(series=[[1.0, 2.0], [3.0]], seq_len=1), ValueError,
+     r"series must be a rectangular array"),
 ])
 def test_sliding_windows_errors(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         rnnkit.data.sliding_windows(**kwargs)
+
+
+@pytest.mark.parametrize("args,exc,match", [
+    ((3, 5, 2, True, "rnn", 0), ValueError, r"num_layers must be an integer >= 1, got 0"),
+    ((3, -1, 2, True), ValueError, r"hidden_size must be an integer >= 1, got -1"),
+    ((0, 5, 2, True), ValueError, r"input_size must be an integer >= 1, got 0"),
+    ((3, 5, 0, True), ValueError, r"output_size must be an integer >= 1, got 0"),
+    ((3, 2.5, 2, True), TypeError, r"hidden_size must be an integer"),
+    ((3, 5, 2, "no"), TypeError, r"bias must be True or False, got 'no'"),
+    ((3, 5, 2, True, "elman"), ValueError, r"cell"),
+])
+def test_layout_functions_check_their_arguments(args, exc, match):
+    """param_count, param_layout and param_views refuse the sizes the model classes refuse (a
+    layer count of 0 gave a count of 2 and a layout of 12 values)."""
+    for function in (rnnkit.param_count, rnnkit.param_layout):
+        with pytest.raises(exc, match=match):
+            function(*args)
+    with pytest.raises(exc, match=match):
+        rnnkit.param_views(np.zeros(57), *args)
+
+
+def test_param_views_needs_the_whole_buffer():
+    P = rnnkit.param_count(3, 5, 2, True)
+    assert set(rnnkit.param_views(np.zeros(P), 3, 5, 2, True)) == {"U", "W", "b", "V", "c"}
+    for flat in (np.zeros(P + 1), np.zeros(P - 1), np.zeros((P, 1)), list(range(P))):
+        with pytest.raises(ValueError, match=rf"flat must be a 1-D array of the {P} parameters"):
+            rnnkit.param_views(flat, 3, 5, 2, True)
 
 
 # ----------------------------------------------------------------------------- conversions

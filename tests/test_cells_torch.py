@@ -3,7 +3,7 @@
 The twin of a model is ``torch.nn.RNN/GRU/LSTM(num_layers=L, batch_first=True)`` followed by
 ``torch.nn.Linear``, built by ``model.to_torch()`` (so the weights move through
 ``to_torch_state_dict``), and trained weights come back through ``Cls.from_torch``. An Elman
-layer has one bias b where torch has two: the twin holds ``bias_ih = b`` and keeps ``bias_hh``
+layer has one bias b where torch has two: ``to_torch`` gives ``bias_ih = b`` and ``bias_hh``
 frozen at zero (``requires_grad=False``, outside the optimizer and the gradient norm), so that
 the trained parameters are exactly rnnkit's. Padded batches go through torch as
 ``pack_padded_sequence``: many-to-one reads each record's output at its last valid step,
@@ -58,8 +58,7 @@ class Twin:
         if model.cell == "rnn" and model.bias:
             for layer in range(model.num_layers):
                 bias_hh = getattr(self.module, f"bias_hh_l{layer}")
-                assert not bias_hh.detach().any()
-                bias_hh.requires_grad_(False)
+                assert not bias_hh.detach().any() and not bias_hh.requires_grad
         self.params = [p for p in [*self.module.parameters(), *self.linear.parameters()]
                        if p.requires_grad]
 

@@ -47,9 +47,37 @@ def test_plot_errors():
         rnnkit.plot.history(3)
     with pytest.raises(ValueError, match=r"hist has no values to plot"):
         rnnkit.plot.history({"loss": []})
-    with pytest.raises(ValueError, match=r"predicted must have 1 feature\(s\) like context, "
-                                         r"got shape \(3, 2\)"):
+    with pytest.raises(ValueError, match=r"predicted must have 1 feature\(s\) like context "
+                                         r"\(shape \(4,\)\), got shape \(3, 2\)"):
         rnnkit.plot.forecast(np.zeros(4), np.zeros((3, 2)))
     with pytest.raises(ValueError, match=r"context must have shape \(T,\) or \(T, F\)"):
         rnnkit.plot.forecast(np.zeros((1, 2, 3)), np.zeros(3))
+    plt.close("all")
+
+
+@pytest.mark.parametrize("truth, message", [
+    (np.zeros(3), r"truth must have 2 feature\(s\) like context \(shape \(5, 2\)\), got shape "
+                  r"\(3,\)"),
+    (np.zeros((3, 1, 1)), r"truth must have shape \(T,\) or \(T, F\) with T >= 1, got \(3, 1, 1\)"),
+    (np.zeros(0), r"truth must have shape \(T,\) or \(T, F\) with T >= 1, got \(0,\)"),
+    (1.0, r"truth must have shape \(T,\) or \(T, F\) with T >= 1, got \(\)"),
+], ids=["features", "3-d", "empty", "scalar"])
+def test_forecast_checks_truth_like_the_other_series(truth, message):
+    """truth is checked as context and predicted are (it was indexed unchecked: an IndexError,
+    or a column silently left out)."""
+    with pytest.raises(ValueError, match=message):
+        rnnkit.plot.forecast(np.zeros((5, 2)), np.zeros((3, 2)), truth)
+    plt.close("all")
+
+
+def test_a_callers_axes_keep_their_figures_layout(tmp_path):
+    """Drawing into the caller's ax (and saving) leaves the figure's layout engine alone; a
+    figure the function makes is laid out tightly; a curve of None is not drawn."""
+    fig, ax = plt.subplots(layout="constrained")
+    engine = type(fig.get_layout_engine())
+    rnnkit.plot.history({"loss": [1.0, 0.5], "val_loss": None}, ax=ax, path=tmp_path / "h.png")
+    assert type(fig.get_layout_engine()) is engine
+    assert [line.get_label() for line in ax.get_lines()] == ["loss"]
+    own = rnnkit.plot.forecast(np.arange(4.0), np.arange(2.0))
+    assert type(own.figure.get_layout_engine()).__name__ == "TightLayoutEngine"
     plt.close("all")

@@ -127,6 +127,37 @@ def test_hyperparameter_errors_name_the_argument():
         RNNRegressor(activation="gelu").fit(X, y)
 
 
+def test_a_refused_refit_leaves_the_fitted_estimator_as_it_was():
+    """fit on new data with a bad hyperparameter (or bad data) raises and changes nothing: the
+    estimator still describes, and predicts with, the network it has (it used to take the new
+    data's sizes while keeping the old network)."""
+    X, y = _sequences(n=30)
+    r = RNNRegressor(hidden_size=4, epochs=2, random_state=0).fit(X, y)
+    before, pred = dict(vars(r)), r.predict(X)
+    X8, Y2 = np.zeros((30, 8)), np.zeros((30, 2))
+    for change in ({"hidden_size": 0}, {"batch_size": 0}, {"dtype": "float16"}):
+        r.set_params(**change)
+        with pytest.raises(ValueError):
+            r.fit(X8, Y2)
+        r.set_params(hidden_size=4, batch_size=32, dtype="float64")
+        assert vars(r) == before
+    with pytest.raises(ValueError):
+        r.partial_fit(X8[:, :5], Y2)        # refused by partial_fit's checks
+    with pytest.raises(ValueError, match="NaN"):
+        r.fit(np.full((30, 8), np.nan), Y2)
+    assert vars(r) == before
+    np.testing.assert_array_equal(r.predict(X), pred)
+
+
+def test_float32_network_predicts_float64():
+    """scikit-learn's convention (check_regressor_multioutput): predictions are float64 whatever
+    dtype the network computes in."""
+    X, y = _sequences(n=30)
+    r = RNNRegressor(hidden_size=4, epochs=2, random_state=0, dtype="float32").fit(X, y)
+    assert r.model_.dtype == np.float32 and r.predict(X).dtype == np.float64
+    check_estimator(RNNRegressor(random_state=0, dtype="float32"))
+
+
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_gru_and_lstm_cells_with_layers(cell):
     """cell and num_layers choose the model class and depth; an int random_state is its seed."""

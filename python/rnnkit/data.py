@@ -24,8 +24,12 @@ def sliding_windows(series: Any, seq_len: int, horizon: int = 1) -> Tuple[np.nda
     """
     seq_len = check_int(seq_len, "seq_len", 1)
     horizon = check_int(horizon, "horizon", 1)
-    s = np.asarray(series)
-    s = as_real_array(s, "series", s.dtype if s.dtype.kind == "f" else np.dtype(np.float64))
+    try:
+        s = np.asarray(series)
+    except ValueError:      # ragged nested lists: as_real_array refuses them, naming `series`
+        s = series
+    float_dtype = isinstance(s, np.ndarray) and s.dtype.kind == "f"
+    s = as_real_array(s, "series", s.dtype if float_dtype else np.dtype(np.float64))
     if s.ndim == 1:
         s = s[:, None]
     if s.ndim != 2 or s.shape[1] == 0:

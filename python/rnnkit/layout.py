@@ -17,6 +17,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
+from ._checks import check_int
 from .cells import cell_spec
 
 __all__ = ["param_layout", "param_count", "param_views", "layer_suffix"]
@@ -27,12 +28,23 @@ def layer_suffix(layer: int) -> str:
     return f"_l{layer}" if layer else ""
 
 
+def _checked_sizes(input_size: int, hidden_size: int, output_size: int, bias: bool,
+                   num_layers: int) -> Tuple[int, int, int, int]:
+    """The sizes as ints, each at least 1, and bias a bool, else the error naming the argument
+    (as the model classes check them)."""
+    if not isinstance(bias, (bool, np.bool_)):
+        raise TypeError(f"bias must be True or False, got {bias!r}")
+    return (check_int(input_size, "input_size", 1), check_int(hidden_size, "hidden_size", 1),
+            check_int(output_size, "output_size", 1), check_int(num_layers, "num_layers", 1))
+
+
 def param_layout(input_size: int, hidden_size: int, output_size: int, bias: bool,
                  cell: str = "rnn", num_layers: int = 1
                  ) -> List[Tuple[str, int, Tuple[int, ...]]]:
     """Return ``[(name, offset, shape), ...]`` in buffer order (see the module docstring)."""
     spec = cell_spec(cell)
-    H, O = hidden_size, output_size
+    input_size, H, O, num_layers = _checked_sizes(input_size, hidden_size, output_size, bias,
+                                                  num_layers)
     GH = spec.gates * H
     shapes: List[Tuple[str, Tuple[int, ...]]] = []
     for layer in range(num_layers):
@@ -56,7 +68,7 @@ def param_count(input_size: int, hidden_size: int, output_size: int, bias: bool,
                 cell: str = "rnn", num_layers: int = 1) -> int:
     """Number of scalars in the flat buffer (for one Elman layer: H*I + H*H + O*H (+ H + O))."""
     spec = cell_spec(cell)
-    I, H, O = input_size, hidden_size, output_size
+    I, H, O, num_layers = _checked_sizes(input_size, hidden_size, output_size, bias, num_layers)
     GH = spec.gates * H
     per_bias = (2 * GH if spec.two_biases else H) if bias else 0
     layers = GH * I + GH * H + per_bias + (num_layers - 1) * (GH * H + GH * H + per_bias)
@@ -66,7 +78,12 @@ def param_count(input_size: int, hidden_size: int, output_size: int, bias: bool,
 def param_views(flat: np.ndarray, input_size: int, hidden_size: int, output_size: int,
                 bias: bool, cell: str = "rnn", num_layers: int = 1) -> Dict[str, np.ndarray]:
     """Views (not copies) of each parameter inside ``flat``, keyed by the names of
-    :func:`param_layout`."""
+    :func:`param_layout`; ``flat`` must be the whole buffer, of shape (param_count(...),)."""
+    layout = param_layout(input_size, hidden_size, output_size, bias, cell, num_layers)
+    _, last_offset, last_shape = layout[-1]
+    size = last_offset + int(np.prod(last_shape))
+    if not isinstance(flat, np.ndarray) or flat.shape != (size,):
+        raise ValueError(f"flat must be a 1-D array of the {size} parameters of this layout, "
+                         f"got {type(flat).__name__} of shape {np.shape(flat)}")
     return {name: flat[offset:offset + int(np.prod(shape))].reshape(shape)
-            for name, offset, shape in param_layout(input_size, hidden_size, output_size, bias,
-                                                    cell, num_layers)}
+            for name, offset, shape in layout}

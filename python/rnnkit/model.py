@@ -709,7 +709,12 @@ class Recurrent:
         """``(module, linear)``: a new ``torch.nn.RNN/GRU/LSTM(..., batch_first=True)`` and
         ``torch.nn.Linear`` in the model's dtype holding its weights (see
         :meth:`to_torch_state_dict`), computing what this model computes. ValueError for an
-        activation torch's module does not have. Needs torch (``pip install torch==2.13.0``)."""
+        activation torch's module does not have. Needs torch (``pip install torch==2.13.0``).
+
+        An Elman layer's one bias ``b`` is ``bias_ih``; its ``bias_hh`` is zero and frozen
+        (``requires_grad=False``), so that training the modules with ``torch.optim`` updates
+        the parameters this model has, as this model's training does (a trainable
+        ``bias_hh`` would move the sum of the two biases twice as far a step)."""
         torch = _import_torch()
         name = type(self)._torch_name()
         kwargs: Dict[str, Any] = {}
@@ -727,6 +732,9 @@ class Recurrent:
         state = self.to_torch_state_dict()
         module.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("rnn.")})
         linear.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("linear.")})
+        if self.bias and not cell_spec(self.cell).two_biases:
+            for layer in range(self.num_layers):
+                getattr(module, f"bias_hh_l{layer}").requires_grad_(False)
         return module, linear
 
     @classmethod

@@ -1,7 +1,9 @@
 """Plots of training and forecasts, with matplotlib (optional: ``pip install "rnnkit[plot]"``).
 
 Each function draws into ``ax`` (a new figure when None) and returns the Axes, and saves the
-figure as PNG (or whatever the extension says) when ``path`` is given, as the examples do.
+figure as PNG (or whatever the extension says) when ``path`` is given, as the examples do. A
+figure made here is laid out tightly and stays open, like pyplot's own (``plt.close(ax.figure)``
+when done with it); a caller's ``ax`` keeps its figure's layout.
 matplotlib is imported when a function is called, so ``import rnnkit.plot`` works without it;
 calling one without matplotlib raises ImportError saying how to install it.
 """
@@ -30,14 +32,14 @@ def _pyplot() -> Any:
 def _axes(ax: Any, figsize: Any) -> Any:
     if ax is not None:
         return ax
-    return _pyplot().subplots(figsize=figsize)[1]
+    fig, new_ax = _pyplot().subplots(figsize=figsize)
+    fig.set_layout_engine("tight")   # this figure is ours: laid out when drawn or saved
+    return new_ax
 
 
 def _save(ax: Any, path: Optional[PathLike]) -> None:
     if path is not None:
-        fig = ax.figure
-        fig.tight_layout()
-        fig.savefig(os.fspath(path), dpi=100)
+        ax.figure.savefig(os.fspath(path), dpi=100)
 
 
 def history(hist: Union[Mapping[str, Sequence[float]], Any], ax: Any = None,
@@ -51,7 +53,7 @@ def history(hist: Union[Mapping[str, Sequence[float]], Any], ax: Any = None,
     ax = _axes(ax, (6, 4))
     drawn = 0
     for name, values in curves.items():
-        values = np.asarray(values, dtype=float)
+        values = np.asarray([] if values is None else values, dtype=float).reshape(-1)
         if values.size:
             ax.plot(np.arange(1, values.size + 1), values, label=str(name))
             drawn += 1
@@ -75,16 +77,21 @@ def forecast(context: Any, predicted: Any, truth: Any = None, ax: Any = None,
     starts at ``start`` and advances by ``step`` per time step; the forecast follows the
     context's last step. Features are drawn as separate lines.
     """
-    ctx = np.asarray(context, dtype=float)
-    pred = np.asarray(predicted, dtype=float)
-    for name, arr in (("context", ctx), ("predicted", pred)):
+    arrays = {"context": np.asarray(context, dtype=float),
+              "predicted": np.asarray(predicted, dtype=float)}
+    if truth is not None:
+        arrays["truth"] = np.asarray(truth, dtype=float)
+    for name, arr in arrays.items():
         if arr.ndim not in (1, 2) or arr.shape[0] == 0:
             raise ValueError(f"{name} must have shape (T,) or (T, F) with T >= 1, got {arr.shape}")
-    ctx = ctx.reshape(ctx.shape[0], -1)
-    pred = pred.reshape(pred.shape[0], -1)
-    if ctx.shape[1] != pred.shape[1]:
-        raise ValueError(f"predicted must have {ctx.shape[1]} feature(s) like context, "
-                         f"got shape {np.shape(predicted)}")
+    ctx = arrays["context"].reshape(arrays["context"].shape[0], -1)
+    for name in ("predicted", "truth"):
+        if name in arrays and arrays[name].reshape(arrays[name].shape[0], -1).shape[1] != \
+                ctx.shape[1]:
+            raise ValueError(f"{name} must have {ctx.shape[1]} feature(s) like context (shape "
+                             f"{arrays['context'].shape}), got shape {arrays[name].shape}")
+    pred = arrays["predicted"].reshape(arrays["predicted"].shape[0], -1)
+    tr = arrays["truth"].reshape(arrays["truth"].shape[0], -1) if truth is not None else None
     ax = _axes(ax, (10, 4))
     T, S = ctx.shape[0], pred.shape[0]
     x_ctx = start + step * np.arange(T)
@@ -92,8 +99,7 @@ def forecast(context: Any, predicted: Any, truth: Any = None, ax: Any = None,
     for f in range(ctx.shape[1]):
         suffix = f" [{f}]" if ctx.shape[1] > 1 else ""
         ax.plot(x_ctx, ctx[:, f], "k-", lw=1, label="context" + suffix)
-        if truth is not None:
-            tr = np.asarray(truth, dtype=float).reshape(len(np.asarray(truth)), -1)
+        if tr is not None:
             ax.plot(start + step * np.arange(T, T + tr.shape[0]), tr[:, f], "g-", lw=1,
                     label="truth" + suffix)
         ax.plot(x_pred, pred[:, f], "r--", lw=1.5, label="forecast" + suffix)

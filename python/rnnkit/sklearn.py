@@ -180,40 +180,54 @@ class RNNRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]  # unty
         self.model_.optimizer = self._make_optimizer()
         self.history_: Dict[str, Any] = {"loss": []}
 
-    def _run(self, X3: np.ndarray, y: np.ndarray, epochs: int) -> None:
+    def _run(self, X3: np.ndarray, y: np.ndarray, epochs: int, fit_args: Dict[str, Any]) -> None:
         Y = y[:, None] if y.ndim == 1 else y
-        hist: History = self.model_.fit(X3, Y, epochs=epochs, **self._fit_args())
+        hist: History = self.model_.fit(X3, Y, epochs=epochs, **fit_args)
         self.history_["loss"] += hist["loss"]
+
+    def _prepare(self, X: Any, y: Any, first: bool) -> Any:
+        """(X3, y, fit arguments) checked, and on a first fit the new network built, all or
+        nothing: if anything is refused (data or hyperparameters), the estimator's attributes
+        are left as they were (a fitted estimator stays usable), as scikit-learn's own
+        estimators validate before they change their fitted state."""
+        saved = dict(self.__dict__)
+        try:
+            fit_args = self._fit_args()
+            X, y = self._validate(X, y, reset=first)
+            X3 = self._sequences(X)
+            if first:
+                self._init_model(X3, y)
+            elif (1 if y.ndim == 1 else y.shape[1]) != self.n_outputs_ or \
+                    (y.ndim == 1) != self._y_1d:
+                first_form = "(n_samples,)" if self._y_1d else f"(n_samples, {self.n_outputs_})"
+                raise ValueError(f"y must have shape {first_form} as in the first fit (predict "
+                                 f"returns that shape), got shape {y.shape}")
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+        return X3, y, fit_args
 
     # ------------------------------------------------------------------ API
     def fit(self, X: Any, y: Any) -> "RNNRegressor":
         """Build a new network sized from X and y and train it for ``epochs`` epochs."""
         epochs = check_int(self.epochs, "epochs", 1)
-        X, y = self._validate(X, y, reset=True)
-        X3 = self._sequences(X)
-        self._init_model(X3, y)
-        self._run(X3, y, epochs)
+        X3, y, fit_args = self._prepare(X, y, first=True)
+        self._run(X3, y, epochs, fit_args)
         return self
 
     def partial_fit(self, X: Any, y: Any) -> "RNNRegressor":
         """One more epoch on (X, y), the optimizer's state carried on; on an unfitted estimator,
         build the network first (as ``fit`` would) and run one epoch."""
-        first = not hasattr(self, "model_")
-        X, y = self._validate(X, y, reset=first)
-        X3 = self._sequences(X)
-        if first:
-            self._init_model(X3, y)
-        elif (1 if y.ndim == 1 else y.shape[1]) != self.n_outputs_ or (y.ndim == 1) != self._y_1d:
-            first_form = "(n_samples,)" if self._y_1d else f"(n_samples, {self.n_outputs_})"
-            raise ValueError(f"y must have shape {first_form} as in the first fit (predict "
-                             f"returns that shape), got shape {y.shape}")
-        self._run(X3, y, 1)
+        X3, y, fit_args = self._prepare(X, y, first=not hasattr(self, "model_"))
+        self._run(X3, y, 1, fit_args)
         return self
 
     def predict(self, X: Any) -> np.ndarray:
-        """Predictions (n_samples,) for a 1-D y at fit, else (n_samples, n_outputs)."""
+        """Predictions (n_samples,) for a 1-D y at fit, else (n_samples, n_outputs); float64
+        (scikit-learn's convention) whatever ``dtype`` the network computes in."""
         check_is_fitted(self)
         X = self._validate(X, reset=False)
-        pred = self.model_.predict(self._sequences(X))
+        pred = self.model_.predict(self._sequences(X)).astype(np.float64, copy=False)
         return pred[:, 0] if self._y_1d else pred
 
