@@ -90,14 +90,25 @@ def test_2d_x_when_input_size_is_1(backend):
     assert model.loss(X2, Y) == model.loss(X, Y)
 
 
-def test_1d_y_when_output_size_is_1(backend):
-    model = _model(backend, output_size=1)
-    X, Y = _data(o=1)
-    y1 = Y[:, 0]
+@pytest.mark.parametrize("return_sequences", [False, True], ids=["m2one", "m2many"])
+def test_y_without_its_output_axis_when_output_size_is_1(backend, return_sequences):
+    """With one output, Y may leave out its last axis: (N,) many-to-one, (N, T) many-to-many
+    (as the README says); the loss, the gradients and a fit epoch are the same as with it.
+    Another shape is refused."""
+    model = _model(backend, output_size=1, return_sequences=return_sequences)
+    X, Y = _data(o=1, return_sequences=return_sequences)
+    y1 = Y[..., 0]
     assert model.loss(X, y1) == model.loss(X, Y)
     g1, g2 = model.gradients(X, y1), model.gradients(X, Y)
     for name in g1:
         np.testing.assert_array_equal(g1[name], g2[name])
+    fitted = [_model(backend, output_size=1, return_sequences=return_sequences)
+              for _ in range(2)]
+    h1 = fitted[0].fit(X, y1, epochs=1, batch_size=2)
+    h2 = fitted[1].fit(X, Y, epochs=1, batch_size=2)
+    assert h1["loss"] == h2["loss"]
+    with pytest.raises(ValueError, match="Y must have shape"):
+        model.loss(X, Y[:-1, ..., 0])
 
 
 # ----------------------------------------------------------------------------- weights

@@ -214,6 +214,46 @@ def test_model_checkpoint_every_epoch_and_best_only(tmp_path):
         ["best.npz"] + [p.split("/")[-1] for p in every.saved])        # no temporary left over
 
 
+def _scripted_score(values):
+    """A callback writing values[epoch] into the logs as "score" (a metric to maximize)."""
+    def add_score(epoch, logs):
+        logs["score"] = values[epoch]
+    return add_score
+
+
+def test_early_stopping_mode_max_keeps_the_highest_score():
+    """mode="max": higher is better (an accuracy, an R2). Scores 1, 3, 2, 2.5: the best is
+    epoch 1 (3); with patience 2 the second epoch without a higher score stops training, and
+    restore_best_weights brings back epoch 1's weights; with min_delta 0.75, 3 improves on 1
+    but nothing later does."""
+    X, Y = _data()
+    model = _model()
+    weights = []
+    stopper = rnnkit.EarlyStopping(monitor="score", mode="max", patience=2,
+                                   restore_best_weights=True)
+    hist = model.fit(X, Y, epochs=10, callbacks=[_scripted_score([1, 3, 2, 2.5, 4, 5]), stopper,
+                                                 lambda e, logs: weights.append(model.weights)])
+    assert hist["score"] == [1, 3, 2, 2.5] and stopper.stopped_epoch == 3
+    assert stopper.best == 3 and stopper.best_epoch == 1
+    for name, value in model.weights.items():
+        np.testing.assert_array_equal(value, weights[1][name])
+    strict = rnnkit.EarlyStopping(monitor="score", mode="max", patience=1, min_delta=0.75)
+    hist = _model().fit(X, Y, epochs=10, callbacks=[_scripted_score([1, 3, 3.5, 4]), strict])
+    assert len(hist["score"]) == 3 and strict.best == 3 and strict.best_epoch == 1
+
+
+def test_model_checkpoint_mode_max_saves_the_highest_score(tmp_path):
+    X, Y = _data()
+    model = _model()
+    weights = []
+    best = rnnkit.ModelCheckpoint(tmp_path / "best.npz", monitor="score", mode="max",
+                                  save_best_only=True)
+    model.fit(X, Y, epochs=4, callbacks=[_scripted_score([1, 3, 2, 2.5]), best,
+                                         lambda e, logs: weights.append(model.weights)])
+    assert best.best == 3 and len(best.saved) == 2          # epochs 0 and 1 improved
+    np.testing.assert_array_equal(rnnkit.load(tmp_path / "best.npz").weights["W"], weights[1]["W"])
+
+
 def test_callback_argument_errors():
     X, Y = _data()
     model = _model()

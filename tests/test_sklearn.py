@@ -127,6 +127,33 @@ def test_hyperparameter_errors_name_the_argument():
         RNNRegressor(activation="gelu").fit(X, y)
 
 
+@pytest.mark.parametrize("optimizer, shuffle", [("adam", False), ("sgd", True)])
+def test_every_training_hyperparameter_reaches_the_network(optimizer, shuffle):
+    """fit is rnnkit.RNN(seed=random_state).fit with the estimator's settings, bit for bit:
+    truncation, both clippings, shuffling, the optimizer with its learning rate, momentum and
+    weight decay, batch size, layers (a setting dropped on the way would change the weights)."""
+    rng = np.random.default_rng(4)
+    X, y = rng.normal(size=(24, 7, 2)), rng.normal(size=(24, 2))
+    settings = dict(hidden_size=5, num_layers=2, activation="tanh", epochs=3, batch_size=8,
+                    bptt_truncate=2, clip_norm=0.5, clip_value=0.01, shuffle=shuffle,
+                    optimizer=optimizer, learning_rate=0.03, weight_decay=0.01)
+    if optimizer == "sgd":
+        settings["momentum"] = 0.9
+    est = RNNRegressor(random_state=7, **settings).fit(X, y)
+    model = rnnkit.RNN(2, 5, 2, num_layers=2, activation="tanh", seed=7)
+    opt = (rnnkit.Adam(lr=0.03, weight_decay=0.01) if optimizer == "adam"
+           else rnnkit.SGD(lr=0.03, momentum=0.9, weight_decay=0.01))
+    hist = model.fit(X, y, epochs=3, batch_size=8, optimizer=opt, bptt_truncate=2, clip_norm=0.5,
+                     clip_value=0.01, shuffle=shuffle)
+    assert est.history_["loss"] == hist["loss"]
+    for name, value in model.weights.items():
+        np.testing.assert_array_equal(est.model_.weights[name], value, err_msg=name)
+    for changed in (dict(bptt_truncate=None), dict(clip_norm=None), dict(clip_value=None),
+                    dict(shuffle=not shuffle), dict(weight_decay=0.0)):
+        other = RNNRegressor(random_state=7, **{**settings, **changed}).fit(X, y)
+        assert other.history_["loss"] != hist["loss"], changed
+
+
 def test_a_refused_refit_leaves_the_fitted_estimator_as_it_was():
     """fit on new data with a bad hyperparameter (or bad data) raises and changes nothing: the
     estimator still describes, and predicts with, the network it has (it used to take the new
