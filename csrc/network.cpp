@@ -192,8 +192,11 @@ void add_column_sums(Real* out, const Real* in, int64_t ld, int64_t count, int64
     }
 }
 
-// Multiply-adds a thread must have to be worth starting (about ten microseconds of work).
-constexpr int64_t kMinWorkPerThread = int64_t(1) << 16;
+// Multiply-adds a thread must have to be worth starting (tens of microseconds of work): with
+// 2^16 a minibatch of 16 records of 18 steps (H = 16) split its backward sweep in two, each
+// half too short to pay for handing it over and for its records' rows moving between the
+// cores' caches, and trained twice as slowly on two threads as on one.
+constexpr int64_t kMinWorkPerThread = int64_t(1) << 18;
 
 // Records need enough work to be worth a thread of their own.
 int64_t min_rows_per_thread(int64_t T, int64_t work_per_step) {

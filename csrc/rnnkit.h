@@ -122,7 +122,8 @@ int64_t tile_rows(Isa isa);
 
 // Threads: parallel_for(n, min_chunk, fn) runs fn(begin, end) over at most num_threads()
 // contiguous chunks of [0, n), each at least min_chunk long, the first on the calling thread.
-// The default count is RNNKIT_NUM_THREADS or every core.
+// The default count is RNNKIT_NUM_THREADS, else the CPUs the process may run on (its affinity
+// mask).
 void set_num_threads(int n);
 int num_threads();
 void parallel_for(int64_t n, int64_t min_chunk, const std::function<void(int64_t, int64_t)>& fn);

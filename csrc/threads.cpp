@@ -5,9 +5,11 @@
 // The chunks after the first run on a pool of workers that outlive the call: worker w always
 // takes chunk w, so that a record's rows stay in one core's cache from the forward pass to the
 // backward sweeps, and no thread is created per call (a minibatch of W2 makes four parallel
-// regions, each as short as a few hundred microseconds). A worker spins briefly for the next
-// region before it sleeps; one that the last region had no chunk for (a region of fewer chunks
-// than workers: after set_num_threads lowered the count, or a small one) sleeps at once. One
+// regions, each as short as a few hundred microseconds). A worker waits for the next region
+// spinning (pause instructions, then yielding the CPU: see Spin) for up to 300 us before it
+// sleeps, as the caller waits for the workers; one that the last region had no chunk for (a
+// region of fewer chunks than workers: after set_num_threads lowered the count, or a small
+// one) sleeps at once. The default count is the CPUs of the process's affinity mask. One
 // region runs on the pool at a time; a call that finds the pool busy (another Python thread,
 // or a call from inside a region) starts threads of its own for its chunks, which compute
 // exactly the same; one made from inside a region (a chunk that calls parallel_for) runs its
@@ -15,6 +17,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <chrono>
 #include <cerrno>
 #include <condition_variable>
 #include <cstdlib>
@@ -25,12 +28,26 @@
 #include <vector>
 
 #include <pthread.h>
+#ifdef __linux__
+#include <sched.h>
+#endif
 
 #include "rnnkit.h"
 
 namespace rnnkit {
 
 namespace {
+
+// The CPUs this process may run on (its affinity mask: taskset, a container's cpuset), not
+// the machine's count: more threads than that only take turns on the same CPUs.
+int available_cpus() {
+#ifdef __linux__
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return CPU_COUNT(&set);
+#endif
+    return int(std::max(1u, std::thread::hardware_concurrency()));
+}
 
 int initial_threads() {
     if (const char* env = std::getenv("RNNKIT_NUM_THREADS")) {
@@ -40,7 +57,7 @@ int initial_threads() {
         while (end != env && std::isspace(static_cast<unsigned char>(*end))) ++end;
         if (end != env && *end == '\0' && errno == 0 && n >= 1) return int(std::min(n, 1024L));
     }
-    return int(std::max(1u, std::thread::hardware_concurrency()));
+    return available_cpus();
 }
 
 std::atomic<int> thread_count{initial_threads()};
@@ -110,11 +127,9 @@ public:
         }
         inside_region = false;
         // wait for the workers: spin first (their chunks end about when this one does)
-        for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; ++spin) {
-            if (spin < kSpins) {
-                pause();
-                continue;
-            }
+        Spin spin;
+        while (pending_.load(std::memory_order_acquire) != 0) {
+            if (spin.again()) continue;
             std::unique_lock<std::mutex> lock(mutex_);
             done_.wait(lock, [&] { return pending_.load(std::memory_order_acquire) == 0; });
         }
@@ -127,13 +142,42 @@ public:
     }
 
 private:
-    static constexpr int kSpins = 2000;   // tens of microseconds of pause()
+    // A wait spins before it sleeps: waking a sleeping thread costs 60-90 us on this
+    // project's (virtual) machine, more than the serial work between the regions of a small
+    // network's minibatch. For kPauseTime it runs pause instructions; then, until kSpinTime,
+    // it yields the CPU at each turn, so that a thread that shares this CPU (more threads than
+    // CPUs: a fit per core in a joblib sweep, a taskset) gets it rather than waiting for the
+    // spin to end. Time, not a count of pauses, whose length varies tenfold between CPU
+    // generations.
+    static constexpr auto kPauseTime = std::chrono::microseconds(30);
+    static constexpr auto kSpinTime = std::chrono::microseconds(300);
 
-    static void pause() {
+    // true while the wait should go on spinning (pausing, then yielding); then false: sleep
+    class Spin {
+    public:
+        bool again() {
+            if (++count_ % 32 == 1) {   // a clock read per 32 turns
+                const auto now = std::chrono::steady_clock::now();
+                if (count_ == 1) start_ = now;
+                const auto waited = now - start_;
+                if (waited >= kSpinTime) return false;
+                yield_ = waited >= kPauseTime;
+            }
+            if (yield_) {
+                std::this_thread::yield();
+            } else {
 #if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
+                __builtin_ia32_pause();
 #endif
-    }
+            }
+            return true;
+        }
+
+    private:
+        uint64_t count_ = 0;
+        bool yield_ = false;
+        std::chrono::steady_clock::time_point start_{};
+    };
 
     // At least `count` workers; false if they cannot all be started. Called by the holder of
     // region_ before it starts a region: a new worker waits for the region after the last.
@@ -157,11 +201,9 @@ private:
         bool had_chunk = true;   // in the last region: a worker left out sleeps at once
         for (;;) {
             // wait for the next region: spin (if the last one had work for it), then sleep
-            for (int spin = 0; generation_.load(std::memory_order_acquire) == seen; ++spin) {
-                if (had_chunk && spin < kSpins) {
-                    pause();
-                    continue;
-                }
+            Spin spin;
+            while (generation_.load(std::memory_order_acquire) == seen) {
+                if (had_chunk && spin.again()) continue;
                 std::unique_lock<std::mutex> lock(mutex_);
                 wake_.wait(lock, [&] {
                     return generation_.load(std::memory_order_relaxed) != seen;

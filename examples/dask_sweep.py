@@ -12,7 +12,7 @@ The task: the next value of sin(x) with a random phase and noise, from the 20 va
 StandardScaler in front. The script prints the grid's scores, the best parameters and the
 held-out R², and saves the best model's loss curve as a PNG (needs matplotlib).
 
-    pip install "rnnkit[sklearn,dask]"
+    pip install ".[dask]"        # from a clone of this repository (scikit-learn comes with it)
     python examples/dask_sweep.py
     python examples/dask_sweep.py --workers 4 --no-plot
 
@@ -28,18 +28,22 @@ import time
 
 import numpy as np
 
+from _cli import at_least, check_plot_path
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes")
+    p.add_argument("--workers", type=at_least(1), default=2, help="LocalCluster worker processes")
     p.add_argument("--scheduler", default=None,
                    help="address of an existing Dask scheduler (instead of a LocalCluster)")
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--epochs", type=at_least(1), default=40)
     p.add_argument("--plot", default="dask_sweep.png",
                    help="where to save the best model's loss curve (needs matplotlib)")
     p.add_argument("--no-plot", action="store_true", help="do not plot")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    check_plot_path(p, args)
+    return args
 
 
 def make_data(n: int = 300, t: int = 20, seed: int = 0):
@@ -60,7 +64,7 @@ def main(argv=None) -> int:
         from sklearn.preprocessing import StandardScaler
     except ImportError as exc:
         print(f"this example needs scikit-learn and dask.distributed: "
-              f"pip install 'rnnkit[sklearn,dask]' ({exc})", file=sys.stderr)
+              f"pip install \".[dask]\" ({exc})", file=sys.stderr)
         return 2
     from rnnkit.sklearn import RNNRegressor
 

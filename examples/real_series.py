@@ -41,6 +41,7 @@ import time
 import numpy as np
 
 import rnnkit
+from _cli import at_least, check_plot_path, positive
 
 MODELS = ("RNN", "GRU", "LSTM")                 # looked up in rnnkit by name
 
@@ -48,21 +49,23 @@ MODELS = ("RNN", "GRU", "LSTM")                 # looked up in rnnkit by name
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--window", type=int, default=18, help="years of input per forecast")
-    p.add_argument("--holdout", type=int, default=50, help="years in the held-out tail")
+    p.add_argument("--window", type=at_least(1), default=18, help="years of input per forecast")
+    p.add_argument("--holdout", type=at_least(1), default=50, help="years in the held-out tail")
     p.add_argument("--last-year", type=int, default=2008,
                    help="drop the years after this one (1958 gives the validation split)")
-    p.add_argument("--hidden-size", type=int, default=16, help="hidden units H")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=0.003, help="Adam's learning rate")
-    p.add_argument("--clip-norm", type=float, default=1.0, help="gradient norm clip")
+    p.add_argument("--hidden-size", type=at_least(1), default=16, help="hidden units H")
+    p.add_argument("--epochs", type=at_least(1), default=100)
+    p.add_argument("--batch-size", type=at_least(1), default=16)
+    p.add_argument("--lr", type=positive, default=0.003, help="Adam's learning rate")
+    p.add_argument("--clip-norm", type=positive, default=1.0, help="gradient norm clip")
     p.add_argument("--backend", choices=["cpp", "reference"], default="cpp")
     p.add_argument("--seed", type=int, default=0, help="seeds the weights and the shuffling")
     p.add_argument("--plot", default="real_series.png",
                    help="where to save the plot (needs matplotlib)")
     p.add_argument("--no-plot", action="store_true", help="do not plot")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    check_plot_path(p, args)
+    return args
 
 
 def load_sunspots():
@@ -136,7 +139,7 @@ def main(argv=None) -> int:
 
     # The tail is held out from everything: the scaling uses the years before it only.
     n_train = len(series) - args.holdout
-    if args.holdout < 1 or n_train <= args.window + 1:
+    if n_train <= args.window + 1:
         print(f"--holdout {args.holdout} and --window {args.window} leave too few training "
               f"years out of {len(series)}", file=sys.stderr)
         return 1

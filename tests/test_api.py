@@ -556,11 +556,24 @@ def test_the_thread_count_environment_variable(value, expected):
     >= 1 (surrounding blanks allowed) is ignored for every core, not read as its first digits or
     wrapped around."""
     cmd = [sys.executable] + (["-S"] if sys.flags.no_site else [])   # the sanitizer run's -S
-    code = "import os, rnnkit; print(rnnkit.get_num_threads(), os.cpu_count())"
+    code = "import os, rnnkit; print(rnnkit.get_num_threads(), len(os.sched_getaffinity(0)))"
     out = subprocess.run(cmd + ["-c", code], env=dict(os.environ, RNNKIT_NUM_THREADS=value),
                          capture_output=True, text=True, check=True).stdout.split()
     threads, cpus = int(out[-2]), int(out[-1])
     assert threads == (cpus if expected is None else expected)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="Linux CPU affinity")
+def test_the_default_thread_count_is_the_cpus_the_process_may_use():
+    """Every CPU of the process's affinity mask (taskset, a container's cpuset), not every CPU
+    of the machine: under `taskset -c 0` the default is one thread, not threads taking turns."""
+    cmd = [sys.executable] + (["-S"] if sys.flags.no_site else [])
+    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "import rnnkit; print(rnnkit.get_num_threads())")
+    env = {k: v for k, v in os.environ.items() if k != "RNNKIT_NUM_THREADS"}
+    out = subprocess.run(cmd + ["-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert int(out[-1]) == 1
 
 
 def test_an_infinite_bound_is_shown_open():

@@ -51,11 +51,30 @@ def test_sine_wave_reaches_target_rmse(tmp_path):
 
 
 def test_sine_wave_exits_1_when_target_missed(tmp_path):
-    """No training at all cannot reach the target: the script must say so and fail."""
-    proc = run_example("sine_wave.py", "--no-plot", "--epochs", "0", cwd=tmp_path)
+    """Next to no training cannot reach the target: the script must say so and fail."""
+    proc = run_example("sine_wave.py", "--no-plot", "--epochs", "1", "--lr", "1e-9",
+                       cwd=tmp_path)
     assert proc.returncode == 1, explain(proc)
     assert number_after("validation RMSE", proc.stdout) > 0.005
     assert "FAILED" in proc.stderr
+
+
+@pytest.mark.parametrize("name, args, message", [
+    ("sine_wave.py", ["--epochs", "0"], r"--epochs: must be an integer >= 1, got 0"),
+    ("sine_wave.py", ["--lr", "0"], r"--lr: must be a finite number > 0, got 0"),
+    ("sine_wave.py", ["--plot", "no/such/dir/x.png"], r"--plot no/such/dir/x.png: the directory"),
+    ("real_series.py", ["--clip-norm", "0"], r"--clip-norm: must be a finite number > 0"),
+    ("real_series.py", ["--holdout", "0"], r"--holdout: must be an integer >= 1, got 0"),
+    ("dask_sweep.py", ["--epochs", "0"], r"--epochs: must be an integer >= 1, got 0"),
+    ("dask_sweep.py", ["--plot", "no/such/dir/x.png"], r"--plot no/such/dir/x.png: the directory"),
+])
+def test_examples_refuse_bad_options_before_running(tmp_path, name, args, message):
+    """An out-of-range option is argparse's usage error (status 2) naming it, before any work,
+    not a traceback from inside the library or after the training."""
+    proc = run_example(name, *args, cwd=tmp_path)
+    assert proc.returncode == 2, explain(proc)
+    assert re.search(message, proc.stderr), proc.stderr
+    assert proc.stdout == ""
 
 
 def test_pytorch_style_trains(tmp_path):

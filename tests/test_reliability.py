@@ -8,6 +8,7 @@ import copy
 import os
 import pickle
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -490,6 +491,22 @@ def test_a_crash_mid_save_leaves_the_old_file_intact(tmp_path, monkeypatch):
     assert path.read_bytes() == good
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]    # no temporary left
     assert rnnkit.load(path).weights["W"].tobytes() != model.weights["W"].tobytes()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_a_saved_file_gets_the_permissions_of_a_new_file(tmp_path, umask):
+    """0666 less the umask, as np.savez gives (the temporary file's 0600 used to survive the
+    rename: a model others could not read under the usual umask 022); a checkpoint too."""
+    previous = os.umask(umask)
+    try:
+        model, path = _saved(tmp_path)
+        X, Y = _data()
+        model.fit(X, Y, epochs=1, callbacks=[rnnkit.ModelCheckpoint(tmp_path / "ck.npz")])
+    finally:
+        os.umask(previous)
+    for saved in (path, tmp_path / "ck.npz"):
+        assert stat.S_IMODE(saved.stat().st_mode) == 0o666 & ~umask
 
 
 def _rewrite(path, out, change):

@@ -13,6 +13,11 @@
 //   kernels chain         W1's 5,000 dependent 100 x 100 float64 matrix-vector steps alone:
 //                         all 13 column vectors of W^T in one pass, and in two halves read in
 //                         alternate orders at alternate steps (what the forward does)
+//   kernels pool          the thread pool's cost per parallel region at 2 threads (wall
+//                         time): regions of 10 us of work per thread, separated by 0-1000 us
+//                         of serial work on the calling thread; a worker waits for the next
+//                         region spinning, then yielding, then asleep, and waking a sleeping
+//                         thread costs tens of microseconds
 //   kernels shapes        the products of W2 and W3 (GFLOP/s, % of the FMA peak): the per-step
 //                         products with cache rows as they are laid out, and padded by one
 //                         cache line; the weight-gradient products (A^T B over every step);
@@ -202,6 +207,34 @@ void chain() {
                 halves / kChainSteps * 1e6);
 }
 
+// about `us` microseconds of arithmetic on this thread
+void busy(double us) {
+    const auto t0 = std::chrono::steady_clock::now();
+    volatile double x = 1.0;
+    while (std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
+               .count() < us)
+        x = std::sqrt(x + 1.0);
+}
+
+void pool() {
+    set_num_threads(2);
+    constexpr double kWork = 10.0;   // microseconds per chunk
+    for (double gap : {0.0, 30.0, 100.0, 300.0, 1000.0}) {
+        const int regions = int(std::min(5000.0, 2e6 / (gap + 50.0)));
+        busy(gap);   // warm up
+        const auto t0 = std::chrono::steady_clock::now();
+        for (int r = 0; r < regions; ++r) {
+            parallel_for(2, 1, [&](int64_t, int64_t) { busy(kWork); });
+            busy(gap);
+        }
+        const double each =
+            std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
+                .count() / regions;
+        std::printf("regions of 2 x %.0f us of work, %6.0f us apart: %7.1f us a region and gap, "
+                    "%5.1f us over the work\n", kWork, gap, each, each - gap - kWork);
+    }
+}
+
 void shapes() {
     // 64-byte aligned, as the core's scratch
     const size_t nA = size_t(1) << 24, nB = size_t(1) << 23, nC = size_t(1) << 24;
@@ -271,9 +304,10 @@ int main(int argc, char** argv) {
         chain();
     }
     else if (what == "shapes") shapes();
+    else if (what == "pool") pool();
     else {
         std::fprintf(stderr, "usage: %s w1-train | w1-eval | epoch W2|W3 [threads] | chain | "
-                             "shapes\n", argv[0]);
+                             "shapes | pool\n", argv[0]);
         return 2;
     }
     return 0;

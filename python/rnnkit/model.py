@@ -47,7 +47,8 @@ def _backend_module(name: str) -> Any:
 
 def set_num_threads(n: int) -> None:
     """Use ``n`` threads in the C++ core (the default is the environment variable
-    RNNKIT_NUM_THREADS, else every core). Results are bitwise identical whatever the count:
+    RNNKIT_NUM_THREADS, else every CPU this process may run on: its affinity mask, as set by
+    taskset or a container's cpuset). Results are bitwise identical whatever the count:
     work is split so that every number is computed on one thread in a fixed order."""
     # the core uses at most 1024 threads; a larger n (an int64 may not hold it) asks for that
     _backend_module("cpp").set_num_threads(min(check_int(n, "n", 1), 1024))
@@ -633,9 +634,9 @@ class Recurrent:
         """Write the configuration (cell and num_layers included), weights, optimizer (with
         its state) and the random generator's state to an ``.npz`` file, so that training
         resumes exactly after :func:`rnnkit.load`, which returns the same class. The file is
-        written to a temporary name and renamed into place."""
+        written to a temporary name and renamed into place; it gets the permissions a new file
+        gets (0666 less the umask), as ``np.savez`` would give it."""
         import json       # here and in _saved_json: only saving and loading need them
-        import tempfile
 
         arrays: Dict[str, Any] = {
             "format_version": np.array(FORMAT_VERSION),
@@ -650,7 +651,7 @@ class Recurrent:
                 arrays[f"optimizer_state.{name}"] = buf
         path = os.fspath(path)
         directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".rnnkit-", suffix=".tmp", dir=directory)
+        fd, tmp = _create_temporary(directory)
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, **arrays)
@@ -849,6 +850,20 @@ class LSTM(Recurrent):
     (docs/architecture.md §2). See :class:`Recurrent`."""
 
     cell = "lstm"
+
+
+def _create_temporary(directory: str) -> Tuple[int, str]:
+    """A new file of a random name in ``directory``, opened for writing: (descriptor, path).
+    Created with mode 0666, which the umask reduces as for any new file (tempfile.mkstemp's
+    0600 would survive the rename: a saved model readable by its owner alone)."""
+    import secrets
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        path = os.path.join(directory, f".rnnkit-{secrets.token_hex(8)}.tmp")
+        try:
+            return os.open(path, flags, 0o666), path
+        except FileExistsError:
+            continue
 
 
 def _fsync_directory(directory: str) -> None:
