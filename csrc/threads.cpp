@@ -17,8 +17,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
@@ -142,7 +142,7 @@ public:
     }
 
 private:
-    // A wait spins before it sleeps: waking a sleeping thread costs 60-90 us on this
+    // A wait spins before it sleeps: waking a sleeping thread costs 60-140 us on this
     // project's (virtual) machine, more than the serial work between the regions of a small
     // network's minibatch. For kPauseTime it runs pause instructions; then, until kSpinTime,
     // it yields the CPU at each turn, so that a thread that shares this CPU (more threads than
