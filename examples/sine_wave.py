@@ -28,6 +28,8 @@ import time
 import numpy as np
 
 import rnnkit
+# _cli sits beside this file, which may also run through runpy or python -m
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _cli import at_least, check_plot_path, positive
 
 TARGET_RMSE = 0.005

@@ -432,13 +432,13 @@ def test_reruns_are_bitwise_equal(cell):
         assert_same_bits(a, b)
 
 
-# Big enough that the core splits the work: it starts a thread per ~65k multiply-adds
-# (kMinWorkPerThread in csrc/network.cpp). Forward: T·G·H·(H + In) per record, with
-# T = 8, H = 32, I = 4 at least 8·32·36 = 9216 (RNN; GRU 3x, LSTM 4x): at most 7 records
-# per chunk, so 3 threads get 3 chunks of 24 records; the backward's per-record work is
-# L times that again, and the weight-gradient products split the G·H >= 32 rows in chunks
-# of 8 or more.
-BIG = dict(n=24, t=8, i=4, hidden=32, out=3)
+# Big enough that the core splits every region of the work: it starts a thread per 2^18
+# multiply-adds (kMinWorkPerThread in csrc/network.cpp). Forward: T·G·H·(H + In) per record,
+# with T = 16, H = 48, I = 4 at least 16·48·52 = 39,936 (RNN, layer 0; GRU 3x, LSTM 4x): at
+# most 6 records per chunk, so 3 threads get 3 chunks of 48 records and 5 threads 5; the
+# backward's per-record work is more, and the weight-gradient products split the G·H >= 48
+# rows in chunks of 8 (each row 48·16·52 multiply-adds).
+BIG = dict(n=48, t=16, i=4, hidden=48, out=3)
 
 
 def over_every_case(test):

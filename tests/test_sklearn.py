@@ -162,11 +162,17 @@ def test_a_refused_refit_leaves_the_fitted_estimator_as_it_was():
     r = RNNRegressor(hidden_size=4, epochs=2, random_state=0).fit(X, y)
     before, pred = dict(vars(r)), r.predict(X)
     X8, Y2 = np.zeros((30, 8)), np.zeros((30, 2))
-    for change in ({"hidden_size": 0}, {"batch_size": 0}, {"dtype": "float16"}):
+    good = r.get_params()
+    for change in ({"hidden_size": 0}, {"batch_size": 0}, {"dtype": "float16"},
+                   {"clip_norm": -1.0}, {"clip_value": 0.0}, {"shuffle": "yes"}, {"verbose": -3}):
         r.set_params(**change)
-        with pytest.raises(ValueError):
+        with pytest.raises((ValueError, TypeError)):
             r.fit(X8, Y2)
-        r.set_params(hidden_size=4, batch_size=32, dtype="float64")
+        fresh = RNNRegressor(**{**good, **change})
+        with pytest.raises((ValueError, TypeError)):
+            fresh.partial_fit(X8, Y2)
+        assert not hasattr(fresh, "model_")            # an unfitted estimator stays unfitted
+        r.set_params(**good)
         assert vars(r) == before
     with pytest.raises(ValueError):
         r.partial_fit(X8[:, :5], Y2)        # refused by partial_fit's checks

@@ -32,9 +32,8 @@ def _pyplot() -> Any:
 def _axes(ax: Any, figsize: Any) -> Any:
     if ax is not None:
         return ax
-    fig, new_ax = _pyplot().subplots(figsize=figsize)
-    fig.set_layout_engine("tight")   # this figure is ours: laid out when drawn or saved
-    return new_ax
+    # this figure is ours: laid out tightly when drawn or saved (`layout`: matplotlib >= 3.5)
+    return _pyplot().subplots(figsize=figsize, layout="tight")[1]
 
 
 def _save(ax: Any, path: Optional[PathLike]) -> None:

@@ -29,7 +29,7 @@ except ImportError as exc:  # pragma: no cover - only without scikit-learn
     raise ImportError("rnnkit.sklearn needs scikit-learn >= 1.6: pip install 'rnnkit[sklearn]' "
                       f"(importing it failed: {exc})") from exc
 
-from ._checks import check_choice, check_int, check_optional_int
+from ._checks import check_choice, check_int, check_optional_int, check_optional_positive
 from .callbacks import History
 from .cells import ACTIVATIONS
 from .model import BACKENDS, CELL_CLASSES
@@ -144,10 +144,15 @@ class RNNRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]  # unty
         return SGD(lr=self.learning_rate, momentum=self.momentum, weight_decay=self.weight_decay)
 
     def _fit_args(self) -> Dict[str, Any]:
+        """fit's settings, each checked as Recurrent.fit checks it (here, before anything of
+        the estimator changes)."""
+        if not isinstance(self.shuffle, (bool, np.bool_)):
+            raise TypeError(f"shuffle must be True or False, got {self.shuffle!r}")
         return dict(batch_size=check_int(self.batch_size, "batch_size", 1),
                     bptt_truncate=check_optional_int(self.bptt_truncate, "bptt_truncate", 0),
-                    clip_norm=self.clip_norm, clip_value=self.clip_value, shuffle=self.shuffle,
-                    verbose=self.verbose)
+                    clip_norm=check_optional_positive(self.clip_norm, "clip_norm"),
+                    clip_value=check_optional_positive(self.clip_value, "clip_value"),
+                    shuffle=self.shuffle, verbose=check_int(self.verbose, "verbose", 0))
 
     def _validate(self, X: Any, y: Any = None, reset: bool = True) -> Any:
         """X as float64 (n, T) or (n, T, F) and y as (n,) or (n, O), checked by scikit-learn
