@@ -48,6 +48,13 @@ def check_optional_positive(value: Any, name: str) -> Optional[float]:
     return None if value is None else check_float(value, name, low=0.0, low_open=True)
 
 
+def check_bool(value: Any, name: str) -> bool:
+    """``value`` if it is True or False (a NumPy bool too), else TypeError naming it."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")

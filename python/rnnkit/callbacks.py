@@ -23,7 +23,7 @@ from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 
-from ._checks import check_choice, check_float, check_int
+from ._checks import check_bool, check_choice, check_float, check_int
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from .model import Recurrent
@@ -142,10 +142,7 @@ class EarlyStopping(Callback):
         self.monitor = monitor
         self.patience = check_int(patience, "patience", 0)
         self.min_delta = abs(check_float(min_delta, "min_delta"))
-        if not isinstance(restore_best_weights, (bool, np.bool_)):
-            raise TypeError(f"restore_best_weights must be True or False, "
-                            f"got {restore_best_weights!r}")
-        self.restore_best_weights = bool(restore_best_weights)
+        self.restore_best_weights = check_bool(restore_best_weights, "restore_best_weights")
         self.mode = check_choice(mode, "mode", ("min", "max"))
         self._reset()
 
@@ -202,11 +199,9 @@ class ModelCheckpoint(Callback):
             raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
         if not isinstance(monitor, str):
             raise TypeError(f"monitor must be a str such as 'val_loss', got {monitor!r}")
-        if not isinstance(save_best_only, (bool, np.bool_)):
-            raise TypeError(f"save_best_only must be True or False, got {save_best_only!r}")
+        self.save_best_only = check_bool(save_best_only, "save_best_only")
         self.path = os.fspath(path)
         self.monitor = monitor
-        self.save_best_only = bool(save_best_only)
         self.mode = check_choice(mode, "mode", ("min", "max"))
         self.best = math.inf if self.mode == "min" else -math.inf
         self.saved: List[str] = []

@@ -17,7 +17,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from ._checks import check_int
+from ._checks import check_bool, check_int
 from .cells import cell_spec
 
 __all__ = ["param_layout", "param_count", "param_views", "layer_suffix"]
@@ -32,8 +32,7 @@ def _checked_sizes(input_size: int, hidden_size: int, output_size: int, bias: bo
                    num_layers: int) -> Tuple[int, int, int, int]:
     """The sizes as ints, each at least 1, and bias a bool, else the error naming the argument
     (as the model classes check them)."""
-    if not isinstance(bias, (bool, np.bool_)):
-        raise TypeError(f"bias must be True or False, got {bias!r}")
+    check_bool(bias, "bias")
     return (check_int(input_size, "input_size", 1), check_int(hidden_size, "hidden_size", 1),
             check_int(output_size, "output_size", 1), check_int(num_layers, "num_layers", 1))
 

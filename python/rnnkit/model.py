@@ -14,7 +14,7 @@ from typing import (Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tupl
 import numpy as np
 
 from .callbacks import CallbackLike, History, TrainingRun
-from ._checks import (DTYPES, as_real_array, check_choice, check_dtype, check_int,
+from ._checks import (DTYPES, as_real_array, check_bool, check_choice, check_dtype, check_int,
                       check_optional_int, check_optional_positive, check_shape)
 from ._faults import DivergenceError, InterruptGuard, ModelLock, reads_model, writes_model
 from .cells import ACTIVATIONS, cell_spec
@@ -194,12 +194,8 @@ class Recurrent:
         self.output_size = check_int(output_size, "output_size", 1)
         self.num_layers = check_int(num_layers, "num_layers", 1)
         self.activation = check_choice(activation, "activation", ACTIVATIONS)
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"bias must be True or False, got {bias!r}")
-        if not isinstance(return_sequences, (bool, np.bool_)):
-            raise TypeError(f"return_sequences must be True or False, got {return_sequences!r}")
-        self.bias = bool(bias)
-        self.return_sequences = bool(return_sequences)
+        self.bias = check_bool(bias, "bias")
+        self.return_sequences = check_bool(return_sequences, "return_sequences")
         self.dtype = check_dtype(dtype)
         self.seed = check_optional_int(seed, "seed", 0)
         self.backend = check_choice(backend, "backend", BACKENDS)
@@ -587,8 +583,7 @@ class Recurrent:
             Y_val = self._check_y(validation_data[1], X_val, "validation_data[1]")
             lengths_val = (self._check_lengths(validation_data[2], X_val, "validation_data[2]")
                            if len(validation_data) == 3 else None)
-        if not isinstance(shuffle, (bool, np.bool_)):
-            raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
+        check_bool(shuffle, "shuffle")
         check_choice(on_nonfinite, "on_nonfinite", ("raise", "stop"))
         N = X.shape[0]
         batch_sizes = np.diff(np.append(np.arange(0, N, batch_size), N))

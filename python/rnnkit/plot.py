@@ -83,14 +83,12 @@ def forecast(context: Any, predicted: Any, truth: Any = None, ax: Any = None,
     for name, arr in arrays.items():
         if arr.ndim not in (1, 2) or arr.shape[0] == 0:
             raise ValueError(f"{name} must have shape (T,) or (T, F) with T >= 1, got {arr.shape}")
-    ctx = arrays["context"].reshape(arrays["context"].shape[0], -1)
+    columns = {name: arr.reshape(arr.shape[0], -1) for name, arr in arrays.items()}  # (T, F)
+    ctx, pred, tr = columns["context"], columns["predicted"], columns.get("truth")
     for name in ("predicted", "truth"):
-        if name in arrays and arrays[name].reshape(arrays[name].shape[0], -1).shape[1] != \
-                ctx.shape[1]:
+        if name in columns and columns[name].shape[1] != ctx.shape[1]:
             raise ValueError(f"{name} must have {ctx.shape[1]} feature(s) like context (shape "
                              f"{arrays['context'].shape}), got shape {arrays[name].shape}")
-    pred = arrays["predicted"].reshape(arrays["predicted"].shape[0], -1)
-    tr = arrays["truth"].reshape(arrays["truth"].shape[0], -1) if truth is not None else None
     ax = _axes(ax, (10, 4))
     T, S = ctx.shape[0], pred.shape[0]
     x_ctx = start + step * np.arange(T)

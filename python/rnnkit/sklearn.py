@@ -29,7 +29,8 @@ except ImportError as exc:  # pragma: no cover - only without scikit-learn
     raise ImportError("rnnkit.sklearn needs scikit-learn >= 1.6: pip install 'rnnkit[sklearn]' "
                       f"(importing it failed: {exc})") from exc
 
-from ._checks import check_choice, check_int, check_optional_int, check_optional_positive
+from ._checks import (check_bool, check_choice, check_int, check_optional_int,
+                      check_optional_positive)
 from .callbacks import History
 from .cells import ACTIVATIONS
 from .model import BACKENDS, CELL_CLASSES
@@ -146,13 +147,11 @@ class RNNRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]  # unty
     def _fit_args(self) -> Dict[str, Any]:
         """fit's settings, each checked as Recurrent.fit checks it (here, before anything of
         the estimator changes)."""
-        if not isinstance(self.shuffle, (bool, np.bool_)):
-            raise TypeError(f"shuffle must be True or False, got {self.shuffle!r}")
         return dict(batch_size=check_int(self.batch_size, "batch_size", 1),
                     bptt_truncate=check_optional_int(self.bptt_truncate, "bptt_truncate", 0),
                     clip_norm=check_optional_positive(self.clip_norm, "clip_norm"),
                     clip_value=check_optional_positive(self.clip_value, "clip_value"),
-                    shuffle=self.shuffle, verbose=check_int(self.verbose, "verbose", 0))
+                    shuffle=check_bool(self.shuffle, "shuffle"), verbose=check_int(self.verbose, "verbose", 0))
 
     def _validate(self, X: Any, y: Any = None, reset: bool = True) -> Any:
         """X as float64 (n, T) or (n, T, F) and y as (n,) or (n, O), checked by scikit-learn
