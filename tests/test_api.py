@@ -653,6 +653,11 @@ def test_an_optimizer_belongs_to_one_model(backend, tmp_path):
         assert b.optimizer is not a.optimizer
         b.fit(X, Y, epochs=1)                          # each trains with its own copy
         assert b.optimizer.step_count == a.optimizer.step_count + 1
+    # an optimizer's copy (copy.copy too) is no model's and has its own state
+    moments = {k: v.copy() for k, v in a.optimizer.state.items()}
+    for twin in (copy.copy(a.optimizer), copy.deepcopy(a.optimizer)):
+        _model(backend).fit(X, Y, epochs=1, optimizer=twin)
+        assert all(np.array_equal(a.optimizer.state[k], v) for k, v in moments.items())
     a.save(tmp_path / "a.npz")
     c = rnnkit.load(tmp_path / "a.npz")
     c.fit(X, Y, epochs=1)

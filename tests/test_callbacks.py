@@ -151,7 +151,8 @@ def test_early_stopping_min_delta_and_monitor_loss():
     stopper = rnnkit.EarlyStopping(monitor="loss", patience=0, min_delta=1e9)
     hist = _model().fit(X, Y, epochs=10, callbacks=[stopper])
     assert len(hist["loss"]) == 2 and stopper.stopped_epoch == 1   # nothing improves by 1e9
-    # val_loss without validation data: refused before the first update, nothing trained
+    # val_loss without validation data: refused before fit changes anything, on an unfitted
+    # model and on a fitted one (its optimizer, the call's new optimizer and model.history)
     for cb in (rnnkit.EarlyStopping(), rnnkit.ModelCheckpoint("never.npz", save_best_only=True)):
         model = _model()
         before = model.weights
@@ -159,6 +160,15 @@ def test_early_stopping_min_delta_and_monitor_loss():
             model.fit(X, Y, epochs=2, callbacks=[cb])
         assert all(np.array_equal(before[k], v) for k, v in model.weights.items())
         assert model.optimizer is None or model.optimizer.step_count == 0
+        old = rnnkit.Adam(lr=0.01)
+        hist = model.fit(X, Y, epochs=2, optimizer=old, validation_data=(X, Y))
+        before, steps, new = model.weights, old.step_count, rnnkit.SGD(lr=0.5)
+        with pytest.raises(ValueError, match=r"monitor='val_loss' needs validation_data"):
+            model.fit(X, Y, epochs=2, optimizer=new, callbacks=[cb])
+        assert model.optimizer is old and old.step_count == steps > 0
+        assert model.history is hist and len(hist["val_loss"]) == 2
+        assert all(np.array_equal(before[k], v) for k, v in model.weights.items())
+        _model().fit(X, Y, epochs=1, optimizer=new)    # the refused optimizer is nobody's
     # a key no callback adds: reported at the end of the first epoch, naming the keys there
     with pytest.raises(ValueError, match=r"monitor='val_mae' is not in the epoch logs.*'loss'"):
         _model().fit(X, Y, epochs=2, callbacks=[rnnkit.EarlyStopping(monitor="val_mae")])

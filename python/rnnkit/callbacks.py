@@ -94,6 +94,10 @@ class Callback:
     def on_train_end(self, logs: Optional[Logs] = None) -> None:
         """Called once after the last epoch (also when a callback stopped training)."""
 
+    def _check_fit(self, params: Dict[str, Any]) -> None:
+        """Refuse a fit whose settings (``params``) this callback cannot work with: called
+        before the fit changes anything (its optimizer, ``model.history``)."""
+
 
 class _CallableCallback(Callback):
     """Adapts a plain ``f(epoch, logs)``; a return value of False (``np.False_`` too: what a
@@ -158,8 +162,10 @@ class EarlyStopping(Callback):
             return value < self.best - self.min_delta
         return value > self.best + self.min_delta
 
+    def _check_fit(self, params: Dict[str, Any]) -> None:
+        _check_monitor_available(params, self.monitor, "EarlyStopping")
+
     def on_train_begin(self, logs: Optional[Logs] = None) -> None:
-        _check_monitor_available(self.params, self.monitor, "EarlyStopping")
         self._reset()
 
     def on_epoch_end(self, epoch: int, logs: Logs) -> None:
@@ -206,9 +212,9 @@ class ModelCheckpoint(Callback):
         self.best = math.inf if self.mode == "min" else -math.inf
         self.saved: List[str] = []
 
-    def on_train_begin(self, logs: Optional[Logs] = None) -> None:
+    def _check_fit(self, params: Dict[str, Any]) -> None:
         if self.save_best_only:
-            _check_monitor_available(self.params, self.monitor, "ModelCheckpoint")
+            _check_monitor_available(params, self.monitor, "ModelCheckpoint")
 
     def on_epoch_end(self, epoch: int, logs: Logs) -> None:
         if self.model is None:
@@ -282,6 +288,8 @@ class TrainingRun:
         self.history = History(params={"epochs": epochs, "steps": len(batch_sizes),
                                        "samples": int(batch_sizes.sum()),
                                        "validation": has_validation})
+        for cb in self.callbacks:      # refusals come before fit changes anything
+            cb._check_fit(self.history.params)
         self._tqdm = _tqdm() if self.verbose == 1 else None
         self._bar: Any = None
         self._losses: Optional[np.ndarray] = None

@@ -202,7 +202,7 @@ class Recurrent:
         self._backend = _backend_module(backend)
         self._rng = np.random.default_rng(self.seed)
         self.optimizer: Optional[Optimizer] = None
-        self.history: Union[History, Dict[str, List[float]]] = {"loss": [], "val_loss": []}
+        self.history = History()        # empty until the first fit
         self._lock = ModelLock()
         self._token = object()          # this model's identity: its optimizer's owner
         self.stop_training = False      # a callback sets it to end fit after the current epoch
@@ -590,9 +590,9 @@ class Recurrent:
         run = TrainingRun(self, callbacks, verbose, epochs, batch_sizes,
                           validation_data is not None)
         opt = self._use_optimizer(optimizer)
+        run.train_begin()
         history = run.history
         self.history = history
-        run.train_begin()
         with InterruptGuard() as guard:     # Ctrl-C is honoured between updates (see below)
             for epoch in range(epochs):
                 order = self._rng.permutation(N) if shuffle else np.arange(N)

@@ -50,9 +50,12 @@ class Optimizer:
 
     def __getstate__(self) -> Dict[str, Any]:
         """Pickle and copy support: a copy belongs to no model until one binds it (a model's
-        own copy is bound to the copied model at once, see Recurrent.__setstate__)."""
+        own copy is bound to the copied model at once, see Recurrent.__setstate__), and has
+        its own state buffers, also from ``copy.copy``: training with the copy cannot move
+        the moments of the original's model."""
         state = self.__dict__.copy()
         state["_owner"] = None
+        state["state"] = {name: buf.copy() for name, buf in self.state.items()}
         return state
 
     def config(self) -> Dict[str, Any]:
