@@ -9,7 +9,9 @@
 //   kernels w1-train      W1's training over its 100 windows (train_epoch: batch 1, SGD,
 //                         clip_value 10, k = 5), sigmoid, no biases, float64
 //   kernels w1-eval       W1's loss over its 100 training windows (network_predict)
-//   kernels epoch W2|W3 [threads]   a quarter of a W2 / W3 epoch (1024 windows; train_epoch)
+//   kernels epoch W2|W3 [threads] [rnn|gru|lstm]   a quarter of a W2 / W3 epoch (1024
+//                         windows; train_epoch), of the Elman network or (issue 5's W2-GRU,
+//                         W2-LSTM) a GRU or LSTM layer; GFLOP/s count the cell's G·H columns
 //   kernels chain         W1's 5,000 dependent 100 x 100 float64 matrix-vector steps alone:
 //                         all 13 column vectors of W^T in one pass, and in two halves read in
 //                         alternate orders at alternate steps (what the forward does)
@@ -113,11 +115,13 @@ void w1_eval() {
     std::printf("W1 evaluation, 100 windows: %.3f ms\n", s * 1e3);
 }
 
-void epoch(const std::string& which, int threads) {
+void epoch(const std::string& which, int threads, const std::string& cell) {
     const bool w2 = which == "W2";
     const int64_t H = w2 ? 128 : 512, B = w2 ? 64 : 256, N = 1024, T = 50;
     set_num_threads(threads);
-    const Net net{Cell::Rnn, 1, H, 1, 1, true, Activation::Tanh};
+    const Cell c = cell == "gru" ? Cell::Gru : cell == "lstm" ? Cell::Lstm : Cell::Rnn;
+    const int64_t G = cell == "gru" ? 3 : cell == "lstm" ? 4 : 1;
+    const Net net{c, 1, H, 1, 1, true, Activation::Tanh};
     const int64_t P = param_count(net);
     std::mt19937 g(1);
     std::uniform_real_distribution<float> u(-0.04f, 0.04f);
@@ -138,11 +142,12 @@ void epoch(const std::string& which, int threads) {
                            T, net, false, -1, 1.0, std::nullopt, adam, step, {})
                    .step;
     }, threads > 1);
-    // issue 3's count: forward T(H^2 + HI) + OH, backward T(H^2 + HI) + (T-1)H^2 + 2OH
+    // issue 3's count, with G·H gate columns: forward T(GH^2 + GHI) + OH, backward
+    // T(GH^2 + GHI) + (T-1)GH^2 + 2OH
     const double flops = 2.0 * double(N) *
-                         (2.0 * T * (H * H + H) + (T - 1.0) * H * H + 3.0 * H);
-    std::printf("%s, 1024 windows, %d thread(s): %.4f s, %.1f GFLOP/s (FMA peak %.1f)\n",
-                which.c_str(), threads, s, flops / s * 1e-9,
+                         (2.0 * T * G * (H * H + H) + (T - 1.0) * G * H * H + 3.0 * H);
+    std::printf("%s %s, 1024 windows, %d thread(s): %.4f s, %.1f GFLOP/s (FMA peak %.1f)\n",
+                which.c_str(), cell.c_str(), threads, s, flops / s * 1e-9,
                 fma_peak_gflops(false, 0.5, threads));
 }
 
@@ -295,7 +300,10 @@ int main(int argc, char** argv) {
     set_num_threads(1);
     if (what == "w1-train") w1_train();
     else if (what == "w1-eval") w1_eval();
-    else if (what == "epoch" && argc > 2) epoch(argv[2], argc > 3 ? std::atoi(argv[3]) : 1);
+    else if (what == "epoch" && argc > 2 &&
+             (argc < 5 || std::string(argv[4]) == "rnn" || std::string(argv[4]) == "gru" ||
+              std::string(argv[4]) == "lstm"))
+        epoch(argv[2], argc > 3 ? std::atoi(argv[3]) : 1, argc > 4 ? argv[4] : "rnn");
     else if (what == "chain") {
         if (!__builtin_cpu_supports("avx512f")) {
             std::fprintf(stderr, "chain needs AVX-512\n");
@@ -306,8 +314,8 @@ int main(int argc, char** argv) {
     else if (what == "shapes") shapes();
     else if (what == "pool") pool();
     else {
-        std::fprintf(stderr, "usage: %s w1-train | w1-eval | epoch W2|W3 [threads] | chain | "
-                             "shapes | pool\n", argv[0]);
+        std::fprintf(stderr, "usage: %s w1-train | w1-eval | epoch W2|W3 [threads] "
+                             "[rnn|gru|lstm] | chain | shapes | pool\n", argv[0]);
         return 2;
     }
     return 0;
