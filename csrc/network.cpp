@@ -173,23 +173,32 @@ void fill_rows(Real* out, int64_t ld, const Real* v, int64_t rows, int64_t cols)
 }
 
 // out[j] += in[q * ld + j] for j < n, over q = 0 .. count-1 in that order (each out[j] is summed
-// as a plain loop would), a block of columns at a time in registers.
+// as a plain loop would), row by row: `in` is read once, in order, and `out` stays in L1. With
+// `out2` (not null) the same sums go to out2 too, from the same reads: the two biases of a cell
+// whose Δx is its Δh (an LSTM's). Compiled per level (additions only: the same bits at each).
+#define RNNKIT_COLUMN_SUMS_LEVEL(name, attributes)                                              \
+    template <typename Real>                                                                   \
+    attributes void name##_add_column_sums(Real* __restrict out, Real* __restrict out2,        \
+                                           const Real* __restrict in, int64_t ld,              \
+                                           int64_t count, int64_t n) {                         \
+        for (int64_t q = 0; q < count; ++q) {                                                  \
+            const Real* row = in + q * ld;                                                     \
+            for (int64_t j = 0; j < n; ++j) out[j] += row[j];                                  \
+            if (out2)                                                                          \
+                for (int64_t j = 0; j < n; ++j) out2[j] += row[j];                             \
+        }                                                                                      \
+    }
+RNNKIT_COLUMN_SUMS_LEVEL(baseline, )
+#if RNNKIT_X86
+RNNKIT_COLUMN_SUMS_LEVEL(avx2, __attribute__((target("avx2"))))
+RNNKIT_COLUMN_SUMS_LEVEL(avx512, __attribute__((target("avx512f"))))
+#endif
+#undef RNNKIT_COLUMN_SUMS_LEVEL
+
 template <typename Real>
-void add_column_sums(Real* out, const Real* in, int64_t ld, int64_t count, int64_t n) {
-    constexpr int64_t block = 32;
-    int64_t j0 = 0;
-    for (; j0 + block <= n; j0 += block) {
-        Real acc[block];
-        for (int64_t j = 0; j < block; ++j) acc[j] = out[j0 + j];
-        for (int64_t q = 0; q < count; ++q)
-            for (int64_t j = 0; j < block; ++j) acc[j] += in[q * ld + j0 + j];
-        for (int64_t j = 0; j < block; ++j) out[j0 + j] = acc[j];
-    }
-    for (int64_t j = j0; j < n; ++j) {
-        Real acc = out[j];
-        for (int64_t q = 0; q < count; ++q) acc += in[q * ld + j];
-        out[j] = acc;
-    }
+void add_column_sums(Real* out, Real* out2, const Real* in, int64_t ld, int64_t count,
+                     int64_t n) {
+    RNNKIT_AT_LEVEL(add_column_sums, out, out2, in, ld, count, n)
 }
 
 // Multiply-adds a thread must have to be worth starting (tens of microseconds of work): with
@@ -807,8 +816,12 @@ double backward_cell(Real* grad, const Real* X, const Real* Y, const Real* h0,
                 else
                     gemm_accumulate_at(g.U + r0 * In, In, dxb, GH, xs + q0 * ld_xs, ld_xs, rows,
                                        In, run);
-                if (g.b_ih) add_column_sums(g.b_ih + r0, dxb, GH, run, rows);
-                if (g.b_hh) add_column_sums(g.b_hh + r0, dhb, GH, run, rows);
+                if (g.b_ih && g.b_hh && dxb == dhb) {
+                    add_column_sums(g.b_ih + r0, g.b_hh + r0, dxb, GH, run, rows);
+                } else {
+                    if (g.b_ih) add_column_sums(g.b_ih + r0, (Real*)nullptr, dxb, GH, run, rows);
+                    if (g.b_hh) add_column_sums(g.b_hh + r0, (Real*)nullptr, dhb, GH, run, rows);
+                }
                 if (!contiguous) add_to_w(dhb, GH, Hprev + q0 * H, H, run);
             }
             if (contiguous) {
