@@ -89,6 +89,51 @@ def test_on_nonfinite_stop_returns_the_history_with_a_warning(backend):
         model.fit(X, Y, on_nonfinite="ignore")
 
 
+def _overflow_data():
+    """float32 data on which SGD at lr 1e38 overflows the weights from a finite gradient."""
+    rng = np.random.default_rng(3)
+    return rng.normal(size=(8, 5, 3)) * 100, np.full((8, 1), 1000.0)
+
+
+def test_an_update_that_overflows_the_weights_is_reported(backend, tmp_path):
+    """The loss and the gradient are finite, the step is not: fit reports it at the end of
+    the epoch (one pass over the weights an epoch), as the applied update that it is;
+    train_step undoes it; save refuses weights that load would refuse."""
+    X, Y = _overflow_data()
+    model = rnnkit.RNN(3, 4, 1, seed=0, backend=backend, dtype="float32")
+    with pytest.raises(rnnkit.DivergenceError, match=r"in epoch 1: an update made some "
+                                                     r"weights NaN or Inf.*not usable") as info:
+        model.fit(X, Y, epochs=3, batch_size=8, optimizer=rnnkit.SGD(lr=1e38))
+    assert info.value.epoch == 1 and info.value.batch is None
+    assert info.value.history is model.history and len(model.history["loss"]) == 0
+    with pytest.raises(ValueError, match=r"NaN or Inf.*was not written"):
+        model.save(tmp_path / "m.npz")
+    assert not os.listdir(tmp_path)
+    # a later minibatch's non-finite loss: its message says the weights overflowed before it
+    model = rnnkit.RNN(3, 4, 1, seed=0, backend=backend, dtype="float32")
+    with pytest.warns(RuntimeWarning, match=r"in epoch 1: an update made some weights"):
+        model.fit(X, Y, epochs=3, batch_size=4, optimizer=rnnkit.SGD(lr=1e38),
+                  on_nonfinite="stop")
+    # train_step: the weights, the momentum buffer and the step count as before the step
+    model = rnnkit.RNN(3, 4, 1, seed=0, backend=backend, dtype="float32")
+    model.train_step(X, Y / 1000, optimizer=rnnkit.SGD(lr=1e-3, momentum=0.9))
+    before = _state(model)
+    model.optimizer.lr = 1e38
+    with pytest.raises(rnnkit.DivergenceError, match="overflowed.*not applied"):
+        model.train_step(X, Y)
+    assert _state(model) == before
+    # Adam at eps = 0 would update a parameter whose gradient is 0 by 0 / 0: refused
+    with pytest.raises(ValueError, match=r"eps must be .* \(0, inf\), got 0.0"):
+        rnnkit.Adam(eps=0.0)
+
+
+def test_a_forecast_no_machine_could_hold_is_refused_naming_steps(backend):
+    model = rnnkit.RNN(1, 4, 1, seed=0, backend=backend)
+    for steps in (2**46, 2**63, 2**64):
+        with pytest.raises(MemoryError, match=f"steps={steps}"):
+            model.forecast(np.zeros((1, 5, 1)), steps)
+
+
 # ----------------------------------------------------------------------------- Ctrl-C
 def _interrupt_soon(how, delay):
     """Deliver Ctrl-C to the main thread after ``delay`` seconds; returns the send time."""

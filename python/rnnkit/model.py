@@ -83,21 +83,33 @@ def _truncation(bptt_truncate: Any, T: int) -> Optional[int]:
 
 def _stop_training(status: str, error: Optional[BaseException], guard: InterruptGuard,
                    on_nonfinite: str, epoch: int, batches_done: int, n_batches: int,
-                   history: Mapping[str, List[float]]) -> None:
+                   history: Mapping[str, List[float]], weights_finite: bool = True) -> None:
     """Why a backend epoch (1-based ``epoch``) ended early, as the exception fit raises, with
-    ``history`` (the completed epochs) attached. Returns only for on_nonfinite="stop"."""
+    ``history`` (the completed epochs) attached. Returns only for on_nonfinite="stop".
+    ``status`` "overflow": the epoch completed, but its weights are no longer all finite."""
     where = (f"after epoch {epoch}" if batches_done == n_batches else
              f"at epoch {epoch}, batch {batches_done + 1} of {n_batches}")
-    if status == "nonfinite":
-        message = (f"training diverged {where}: the loss or the gradient became NaN or Inf. "
-                   "That minibatch's update was not applied: the weights and the optimizer "
-                   "state are those after the last good update, and the history of the "
-                   "completed epochs is model.history. Try clip_norm / clip_value or a "
-                   "smaller learning rate.")
+    if status in ("nonfinite", "overflow"):
+        if weights_finite:
+            message = (f"training diverged {where}: the loss or the gradient became NaN or "
+                       "Inf. That minibatch's update was not applied: the weights and the "
+                       "optimizer state are those after the last good update, and the history "
+                       "of the completed epochs is model.history. Try clip_norm / clip_value "
+                       "or a smaller learning rate.")
+        else:
+            # an update from a finite loss and gradient overflowed: it was applied (the epoch
+            # loops check the loss and the gradient before an update, the weights after it)
+            message = (f"training diverged in epoch {epoch}: an update made some weights NaN "
+                       "or Inf (its loss and gradient were finite: the step itself overflowed, "
+                       "e.g. a learning rate too large for the dtype). That update was "
+                       "applied, so the model's weights are not usable: load a checkpoint "
+                       "(ModelCheckpoint) or make a new model. The history of the completed "
+                       "epochs is model.history.")
+        batch = batches_done + 1 if status == "nonfinite" else None
         if on_nonfinite == "stop":
             warnings.warn(message, RuntimeWarning, stacklevel=3)
             return
-        raise DivergenceError(message, epoch, batches_done + 1, history)
+        raise DivergenceError(message, epoch, batch, history)
     if error is None or (guard.requested and isinstance(error, KeyboardInterrupt)):
         where = (f"after epoch {epoch}" if batches_done == n_batches else
                  f"at epoch {epoch} after batch {batches_done} of {n_batches}")
@@ -442,6 +454,13 @@ class Recurrent:
         steps = check_int(steps, "steps", 1)
         X = self._check_x(context, "context")
         h0 = self._check_h0(h0, X.shape[0])
+        # an output no machine could hold is refused here, alike for both backends, rather
+        # than by each backend's own conversion or allocation, differently
+        nbytes = X.shape[0] * steps * self.output_size * self._params.itemsize
+        if nbytes > 2**48:
+            raise MemoryError(f"forecast: steps={steps} asks for an output of {X.shape[0]} x "
+                              f"{steps} x {self.output_size} values ({nbytes} bytes), more than "
+                              "any machine's memory")
         forecasts: np.ndarray = self._backend.forecast(X, h0, self._params, **self._spec(),
                                                        steps=steps, **self._cell_args())
         return forecasts
@@ -522,8 +541,21 @@ class Recurrent:
             raise DivergenceError(
                 "train_step: the loss or the gradient is NaN or Inf, so the update was not "
                 "applied; try clip_norm / clip_value or a smaller learning rate.")
-        with InterruptGuard():          # Ctrl-C waits for the update (and its step count)
+        # kept to undo an update that overflows the weights (from a finite gradient)
+        before = (self._params.copy(), {n: b.copy() for n, b in opt.state.items()},
+                  opt.step_count)
+        # Ctrl-C waits for the update (and its step count); an overflow is reported below
+        with InterruptGuard(), np.errstate(over="ignore", invalid="ignore"):
             opt.apply(self._backend, self._params, grad)
+            if not np.isfinite(self._params).all():
+                self._params[...] = before[0]
+                for name, buf in before[1].items():
+                    opt.state[name][...] = buf
+                opt.step_count = before[2]
+                raise DivergenceError(
+                    "train_step: the update would make some weights NaN or Inf (the step "
+                    "itself overflowed from a finite gradient, e.g. a learning rate too large "
+                    "for the dtype), so it was not applied.")
         return loss, self._state_out(final_state)
 
     @writes_model
@@ -608,9 +640,12 @@ class Recurrent:
                     X, Y, self._params, order, batch_size, **self._spec(), bptt_truncate=k,
                     clip_norm=clip_norm, clip_value=clip_value, **opt.epoch_args(),
                     callback=keep_going, losses_out=losses_out, **self._cell_args(lengths))
-                if status != "completed":
-                    _stop_training(status, error, guard, on_nonfinite, epoch + 1,
-                                   len(losses), len(batch_sizes), history)
+                # one pass over the weights an epoch: an update that overflowed them
+                finite = bool(np.isfinite(self._params).all())
+                if status != "completed" or not finite:
+                    _stop_training(status if status != "completed" else "overflow", error,
+                                   guard, on_nonfinite, epoch + 1, len(losses),
+                                   len(batch_sizes), history, finite)
                     break                   # on_nonfinite="stop"
                 logs = {"loss": float(np.dot(losses, batch_sizes) / N)}
                 if validation_data is not None:
@@ -632,6 +667,11 @@ class Recurrent:
         written to a temporary name and renamed into place; it gets the permissions a new file
         gets (0666 less the umask), as ``np.savez`` would give it."""
         import json       # here and in _saved_json: only saving and loading need them
+
+        if not np.isfinite(self._params).all():
+            raise ValueError(f"save: the model's weights contain NaN or Inf (training diverged), "
+                             f"and rnnkit.load refuses such a file: {os.fspath(path)!r} was not "
+                             "written")
 
         arrays: Dict[str, Any] = {
             "format_version": np.array(FORMAT_VERSION),
