@@ -177,6 +177,72 @@ def test_ctrl_c_stops_a_long_fit_within_half_a_second_at_the_last_update(backend
     assert len(model.fit(X[:8], Y[:8], epochs=1, batch_size=4)["loss"]) == 1
 
 
+class _Stop(Exception):
+    pass
+
+
+def test_a_custom_sigint_handler_is_called_between_updates(backend):
+    """A Ctrl-C landing in a one-minibatch epoch, under a custom handler that raises: the
+    handler is called at the next point between updates (here after the epoch, whose update
+    and step count stay together: it used to run as the C++ epoch returned, before fit took
+    the step count, so the weights held an update the optimizer had not counted). A handler
+    that returns lets training go on."""
+    rng = np.random.default_rng(4)
+    X, Y = rng.normal(size=(1024, 60, 3)), rng.normal(size=(1024, 1))
+    calls = []
+
+    def raising(signum, frame):
+        calls.append(signum)
+        raise _Stop("stopped by the custom handler")
+    old = signal.signal(signal.SIGINT, raising)
+    try:
+        model = rnnkit.RNN(3, 128, 1, seed=0, backend=backend)
+        timer, _ = _interrupt_soon("kill", 0.1)      # within the first epoch's one minibatch
+        try:
+            with pytest.raises(_Stop) as info:
+                model.fit(X, Y, epochs=3, batch_size=1024, optimizer=rnnkit.Adam(),
+                          shuffle=False)
+        finally:
+            timer.cancel()
+        assert calls == [signal.SIGINT] and info.value.history is model.history
+        assert model.optimizer.step_count == 1 and len(model.history["loss"]) == 1
+        replay = rnnkit.RNN(3, 128, 1, seed=0, backend=backend)
+        replay.fit(X, Y, epochs=1, batch_size=1024, optimizer=rnnkit.Adam(), shuffle=False)
+        assert _state(model) == _state(replay)
+        assert signal.getsignal(signal.SIGINT) is raising
+
+        signal.signal(signal.SIGINT, lambda signum, frame: calls.append(signum))
+        model = rnnkit.RNN(3, 128, 1, seed=0, backend=backend)
+        timer, _ = _interrupt_soon("kill", 0.1)
+        try:
+            hist = model.fit(X, Y, epochs=2, batch_size=1024, shuffle=False)
+        finally:
+            timer.cancel()
+        assert calls == [signal.SIGINT] * 2 and len(hist["loss"]) == 2
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def test_a_second_ctrl_c_interrupts_a_hung_callback_at_once(backend):
+    """The first Ctrl-C waits for the next point between updates; a second one does not, so
+    a callback (or validation pass) that hangs can still be stopped."""
+    X, Y = _data()
+    model = rnnkit.RNN(2, 4, 1, seed=0, backend=backend)
+    first, _ = _interrupt_soon("kill", 0.2)
+    second, sent = _interrupt_soon("kill", 0.5)
+    start = time.perf_counter()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            model.fit(X, Y, epochs=2, callbacks=[lambda epoch, logs: time.sleep(10)])
+        caught = time.perf_counter()
+    finally:
+        first.cancel()
+        second.cancel()
+    assert caught - sent[0] < 0.5 and caught - start < 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert len(model.fit(X, Y, epochs=1)["loss"]) == 1
+
+
 def test_ctrl_c_inside_one_long_cpp_epoch_call():
     """One _core.train_epoch call, many minibatches: the C++ loop takes the GIL back to look
     at signals and returns the KeyboardInterrupt with the losses of the applied updates.

@@ -2,7 +2,7 @@
 
 - :class:`DivergenceError`, raised when a minibatch's loss or gradient is NaN or Inf;
 - :class:`InterruptGuard`, which turns Ctrl-C into a request honoured between updates, so an
-  update is never half applied;
+  update is never half applied (a second Ctrl-C acts at once);
 - :class:`ModelLock` and the decorators :func:`reads_model` / :func:`writes_model`: any number
   of threads may read a model at once, or one thread may change it; a call that would break
   this raises :class:`ModelInUseError` at once (it never waits, so it cannot deadlock).
@@ -42,47 +42,83 @@ class ModelInUseError(RuntimeError):
 
 
 class InterruptGuard:
-    """Inside ``with InterruptGuard() as guard:`` Ctrl-C (SIGINT) does not raise where it lands;
-    it sets ``guard.requested``, which the code checks between updates (``guard.keep_going``
-    is a ready-made ``train_epoch`` callback). Leaving the block normally then raises the
-    KeyboardInterrupt, unless the code raised its own.
+    """Inside ``with InterruptGuard() as guard:`` Ctrl-C (SIGINT) does not act where it lands:
+    the guard records it, and the code honours it at its safe points, between updates, with
+    ``guard.stop_requested()`` (``guard.keep_going`` is a ready-made ``train_epoch``
+    callback). So an update and its step count are never split, even by a signal landing just
+    after the C++ epoch returns.
 
-    Python runs signal handlers in the main thread only, and only Python's default handler
-    raises KeyboardInterrupt; so the guard installs itself in the main thread when that
-    handler is in place, and is a no-op otherwise. A guard inside another shares its flag."""
+    Under Python's default handler a Ctrl-C is a KeyboardInterrupt: ``stop_requested()`` is
+    True at the next safe point, and leaving the block normally raises it unless the code
+    raised its own. A custom Python handler in place instead is called at the next safe point
+    (with the signal's frame): training stops there only if it raises. A second Ctrl-C before
+    the first is honoured acts at once, wherever it lands (the handler is called then, as
+    without the guard): a callback or validation pass that hangs can still be interrupted, at
+    the price of that promise.
+
+    Python runs signal handlers in the main thread only: the guard installs itself there when
+    a Python-level handler is in place (not SIG_IGN or SIG_DFL). A guard inside another shares
+    its state."""
 
     def __init__(self) -> None:
-        self._flag = False
-        self._installed = False
+        self._pending: Optional[Any] = None     # (frame,) of a Ctrl-C not yet honoured
+        self._handler: Optional[Callable[[int, Any], Any]] = None   # the handler stood in for
         self._outer: Optional[InterruptGuard] = None
+
+    def _root(self) -> "InterruptGuard":
+        return self._outer if self._outer is not None else self
+
+    def _record(self, signum: int, frame: Any) -> None:
+        if self._pending is not None and self._handler is not None:   # a second Ctrl-C
+            self._pending = None
+            self._handler(signum, frame)
+            return
+        self._pending = (frame,)
 
     @property
     def requested(self) -> bool:
-        return self._outer.requested if self._outer is not None else self._flag
+        """A Ctrl-C under Python's default handler is waiting for the next safe point."""
+        root = self._root()
+        return root._pending is not None and root._handler is signal.default_int_handler
+
+    def stop_requested(self) -> bool:
+        """At a safe point: True when training should stop here for a Ctrl-C (Python's
+        default handler); a custom handler's Ctrl-C is delivered now, by calling it (what it
+        raises propagates), and training goes on if it returns."""
+        root = self._root()
+        if root._pending is None or root._handler is None:
+            return False
+        if root._handler is signal.default_int_handler:
+            return True
+        (frame,) = root._pending
+        root._pending = None
+        root._handler(signal.SIGINT, frame)
+        return False
 
     def keep_going(self, batches_done: int = 0) -> bool:
-        return not self.requested
-
-    def _record(self, signum: int, frame: Any) -> None:
-        self._flag = True
+        return not self.stop_requested()
 
     def __enter__(self) -> "InterruptGuard":
         if threading.current_thread() is threading.main_thread():
             current = signal.getsignal(signal.SIGINT)
-            if current is signal.default_int_handler:
+            outer = getattr(current, "__self__", None)
+            if isinstance(outer, InterruptGuard):
+                self._outer = outer._root()
+            elif callable(current):
+                self._handler = current
                 signal.signal(signal.SIGINT, self._record)
-                self._installed = True
-            else:
-                outer = getattr(current, "__self__", None)
-                if isinstance(outer, InterruptGuard):
-                    self._outer = outer
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            if self._flag and exc_type is None:
+        handler = self._handler
+        if handler is None:
+            return
+        signal.signal(signal.SIGINT, handler)
+        pending, self._pending = self._pending, None
+        if pending is not None and exc_type is None:
+            if handler is signal.default_int_handler:
                 raise KeyboardInterrupt
+            handler(signal.SIGINT, pending[0])
 
 
 class ModelLock:

@@ -596,7 +596,9 @@ class Recurrent:
         naming the epoch and batch (with ``.history``); ``"stop"`` warns and returns the
         history. Ctrl-C stops training after the update in progress and raises
         KeyboardInterrupt (with ``.history``). Either way the weights and the optimizer state
-        are those after the last completed update.
+        are those after the last completed update. A second Ctrl-C acts at once, wherever it
+        lands (a hung callback can be interrupted); a custom SIGINT handler is called between
+        updates (see docs/reliability.md).
         """
         X = self._check_x(X)
         Y = self._check_y(Y, X)
@@ -651,7 +653,12 @@ class Recurrent:
                 if validation_data is not None:
                     logs["val_loss"] = self.loss(X_val, Y_val, lengths=lengths_val)
                 stop = run.epoch_end(logs)
-                if guard.requested:         # Ctrl-C during the validation loss or a callback
+                try:                        # Ctrl-C during the validation loss or a callback
+                    interrupted = guard.stop_requested()
+                except BaseException as exc:    # what a custom SIGINT handler raised
+                    exc.history = history       # type: ignore[attr-defined]
+                    raise
+                if interrupted:
                     _stop_training("stopped", None, guard, on_nonfinite, epoch + 1,
                                    len(batch_sizes), len(batch_sizes), history)
                 if stop:

@@ -649,25 +649,26 @@ def train_epoch(X: np.ndarray, Y: np.ndarray, params: np.ndarray, order: np.ndar
             if not (np.isfinite(loss) and np.isfinite(norm)):
                 return buffer[:len(losses)], step, "nonfinite", None
             step += 1
-            if optimizer == "adam" and (exp_avg is None or exp_avg_sq is None):
-                raise ValueError("exp_avg and exp_avg_sq must be arrays of shape "
-                                 f"({params.size},) for optimizer='adam', got None")
             with np.errstate(over="ignore", invalid="ignore"):   # fit checks the weights
                 if optimizer == "sgd":
                     sgd_step(params, grad, momentum_buffer, lr, momentum, weight_decay)
                 else:
+                    if exp_avg is None or exp_avg_sq is None:
+                        raise ValueError("exp_avg and exp_avg_sq must be arrays of shape "
+                                         f"({params.size},) for optimizer='adam', got None")
                     adam_step(params, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
                               weight_decay)
             losses.append(loss)
             buffer[len(losses) - 1] = loss
             if start + batch_size >= len(order):   # the last minibatch: the epoch is complete
                 break
-            if guard.requested:
-                return buffer[:len(losses)], step, "stopped", KeyboardInterrupt()
-            if callback is not None:
-                try:
-                    if callback(len(losses)) is False:
-                        return buffer[:len(losses)], step, "stopped", None
-                except Exception as exc:  # noqa: BLE001 - handed back to the caller, as in C++
-                    return buffer[:len(losses)], step, "stopped", exc
+            # what a custom SIGINT handler (called here) or the callback raises is handed
+            # back to the caller, as in C++
+            try:
+                if guard.stop_requested():
+                    return buffer[:len(losses)], step, "stopped", KeyboardInterrupt()
+                if callback is not None and callback(len(losses)) is False:
+                    return buffer[:len(losses)], step, "stopped", None
+            except BaseException as exc:  # noqa: BLE001
+                return buffer[:len(losses)], step, "stopped", exc
     return buffer[:len(losses)], step, "completed", None
