@@ -23,3 +23,14 @@
 #else
 #define RNNKIT_AT_LEVEL(fn, ...) return baseline_##fn(__VA_ARGS__);
 #endif
+
+// MACRO(name, attributes) once per level, for elementwise code that rounds alike at every
+// level (no FMA): baseline, and on x86 avx2 and avx512 with their target attributes.
+#if RNNKIT_X86
+#define RNNKIT_AT_EVERY_LEVEL(MACRO)                 \
+    MACRO(baseline, )                                \
+    MACRO(avx2, __attribute__((target("avx2"))))     \
+    MACRO(avx512, __attribute__((target("avx512f"))))
+#else
+#define RNNKIT_AT_EVERY_LEVEL(MACRO) MACRO(baseline, )
+#endif

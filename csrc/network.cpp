@@ -188,11 +188,7 @@ void fill_rows(Real* out, int64_t ld, const Real* v, int64_t rows, int64_t cols)
                 for (int64_t j = 0; j < n; ++j) out2[j] += row[j];                             \
         }                                                                                      \
     }
-RNNKIT_COLUMN_SUMS_LEVEL(baseline, )
-#if RNNKIT_X86
-RNNKIT_COLUMN_SUMS_LEVEL(avx2, __attribute__((target("avx2"))))
-RNNKIT_COLUMN_SUMS_LEVEL(avx512, __attribute__((target("avx512f"))))
-#endif
+RNNKIT_AT_EVERY_LEVEL(RNNKIT_COLUMN_SUMS_LEVEL)
 #undef RNNKIT_COLUMN_SUMS_LEVEL
 
 template <typename Real>
@@ -506,11 +502,7 @@ __attribute__((always_inline)) inline void prefetch_next_row(const StepRows<Real
                                a.prev + r * a.ld_prev, a.H, a.act);                            \
         }                                                                                      \
     }
-RNNKIT_ROWS_LEVEL(baseline, )
-#if RNNKIT_X86
-RNNKIT_ROWS_LEVEL(avx2, __attribute__((target("avx2"))))
-RNNKIT_ROWS_LEVEL(avx512, __attribute__((target("avx512f"))))
-#endif
+RNNKIT_AT_EVERY_LEVEL(RNNKIT_ROWS_LEVEL)
 #undef RNNKIT_ROWS_LEVEL
 
 template <typename Cell, typename Real>

@@ -113,11 +113,7 @@ RNNKIT_LOOP void adam_loop(Real* params, Real* exp_avg, Real* exp_avg_sq, const 
                   weight_decay);                                                               \
     }
 
-RNNKIT_OPTIM_LEVEL(baseline, )
-#if RNNKIT_X86
-RNNKIT_OPTIM_LEVEL(avx2, __attribute__((target("avx2"))))
-RNNKIT_OPTIM_LEVEL(avx512, __attribute__((target("avx512f"))))
-#endif
+RNNKIT_AT_EVERY_LEVEL(RNNKIT_OPTIM_LEVEL)
 
 }  // namespace
 
