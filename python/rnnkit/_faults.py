@@ -10,10 +10,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import signal
 import threading
-from typing import Any, Callable, Dict, List, Mapping, Optional, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, TypeVar
 
 __all__ = ["DivergenceError", "ModelInUseError", "InterruptGuard", "ModelLock", "reads_model",
            "writes_model"]
@@ -23,11 +24,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class DivergenceError(FloatingPointError):
-    """Training stopped because a minibatch's loss or gradient became NaN or Inf.
+    """Training stopped because a minibatch's loss or gradient became NaN or Inf, or because
+    an update overflowed the weights or the optimizer's state.
 
-    The update of that minibatch was not applied: the model's weights and optimizer state are
-    those after the last good update. ``epoch`` and ``batch`` (1-based) locate the minibatch
-    (None for ``train_step``); ``history`` holds the epochs completed before it."""
+    In the first case the update of that minibatch was not applied: the model's weights and
+    optimizer state are those after the last good update. In the second (the message says
+    so) the update was applied and the model is not usable. ``epoch`` and ``batch`` (1-based)
+    locate the minibatch (``batch`` None for an overflow found at the end of an epoch, both
+    None for ``train_step``); ``history`` holds the epochs completed before it."""
 
     def __init__(self, message: str, epoch: Optional[int] = None, batch: Optional[int] = None,
                  history: Optional[HistoryLike] = None):
@@ -50,18 +54,21 @@ class InterruptGuard:
 
     Under Python's default handler a Ctrl-C is a KeyboardInterrupt: ``stop_requested()`` is
     True at the next safe point, and leaving the block normally raises it unless the code
-    raised its own. A custom Python handler in place instead is called at the next safe point
-    (with the signal's frame): training stops there only if it raises. A second Ctrl-C before
-    the first is honoured acts at once, wherever it lands (the handler is called then, as
-    without the guard): a callback or validation pass that hangs can still be interrupted, at
-    the price of that promise.
+    raised its own. A custom Python handler in place instead is called at the next safe point,
+    once per Ctrl-C, with the signal's frame: training stops there only if it raises.
+
+    A second Ctrl-C before the first is honoured acts at once (every Ctrl-C recorded is
+    delivered then, as without the guard), so that a callback or a validation pass that hangs
+    can be interrupted; except inside ``with guard.critical():`` (an epoch's minibatch, an
+    update and its bookkeeping), which it waits for, as the first one does.
 
     Python runs signal handlers in the main thread only: the guard installs itself there when
     a Python-level handler is in place (not SIG_IGN or SIG_DFL). A guard inside another shares
     its state."""
 
     def __init__(self) -> None:
-        self._pending: Optional[Any] = None     # (frame,) of a Ctrl-C not yet honoured
+        self._frames: List[Any] = []            # the frames of the Ctrl-Cs not yet delivered
+        self._critical = 0                      # depth of critical() sections
         self._handler: Optional[Callable[[int, Any], Any]] = None   # the handler stood in for
         self._outer: Optional[InterruptGuard] = None
 
@@ -69,30 +76,49 @@ class InterruptGuard:
         return self._outer if self._outer is not None else self
 
     def _record(self, signum: int, frame: Any) -> None:
-        if self._pending is not None and self._handler is not None:   # a second Ctrl-C
-            self._pending = None
-            self._handler(signum, frame)
-            return
-        self._pending = (frame,)
+        self._frames.append(frame)
+        if len(self._frames) >= 2 and not self._critical:
+            self._deliver()
+
+    def _deliver(self) -> None:
+        """Hand every recorded Ctrl-C to the handler, in order (what it raises propagates)."""
+        handler = self._handler
+        assert handler is not None
+        if handler is signal.default_int_handler:
+            # it raises: leave the handler in place first (this may be __exit__'s own turn)
+            self._frames.clear()
+            signal.signal(signal.SIGINT, handler)
+            raise KeyboardInterrupt
+        while self._frames:
+            handler(signal.SIGINT, self._frames.pop(0))
+
+    @contextlib.contextmanager
+    def critical(self) -> Iterator[None]:
+        """A section that a second Ctrl-C waits for too (it is honoured after the section, at
+        the next safe point)."""
+        root = self._root()
+        root._critical += 1
+        try:
+            yield
+        finally:
+            root._critical -= 1
 
     @property
     def requested(self) -> bool:
         """A Ctrl-C under Python's default handler is waiting for the next safe point."""
         root = self._root()
-        return root._pending is not None and root._handler is signal.default_int_handler
+        return bool(root._frames) and root._handler is signal.default_int_handler
 
     def stop_requested(self) -> bool:
         """At a safe point: True when training should stop here for a Ctrl-C (Python's
-        default handler); a custom handler's Ctrl-C is delivered now, by calling it (what it
+        default handler); a custom handler's Ctrl-Cs are delivered now, by calling it (what it
         raises propagates), and training goes on if it returns."""
         root = self._root()
-        if root._pending is None or root._handler is None:
+        if not root._frames or root._handler is None:
             return False
         if root._handler is signal.default_int_handler:
             return True
-        (frame,) = root._pending
-        root._pending = None
-        root._handler(signal.SIGINT, frame)
+        root._deliver()
         return False
 
     def keep_going(self, batches_done: int = 0) -> bool:
@@ -113,12 +139,12 @@ class InterruptGuard:
         handler = self._handler
         if handler is None:
             return
-        signal.signal(signal.SIGINT, handler)
-        pending, self._pending = self._pending, None
-        if pending is not None and exc_type is None:
-            if handler is signal.default_int_handler:
-                raise KeyboardInterrupt
-            handler(signal.SIGINT, pending[0])
+        try:
+            if self._frames and exc_type is None:
+                self._deliver()
+        finally:
+            self._frames.clear()
+            signal.signal(signal.SIGINT, handler)
 
 
 class ModelLock:

@@ -4,6 +4,7 @@ layer trained with truncated BPTT, and its cells :class:`RNN` (Elman), :class:`G
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import os
@@ -83,14 +84,15 @@ def _truncation(bptt_truncate: Any, T: int) -> Optional[int]:
 
 def _stop_training(status: str, error: Optional[BaseException], guard: InterruptGuard,
                    on_nonfinite: str, epoch: int, batches_done: int, n_batches: int,
-                   history: Mapping[str, List[float]], weights_finite: bool = True) -> None:
+                   history: Mapping[str, List[float]], nonfinite: Optional[str] = None) -> None:
     """Why a backend epoch (1-based ``epoch``) ended early, as the exception fit raises, with
     ``history`` (the completed epochs) attached. Returns only for on_nonfinite="stop".
-    ``status`` "overflow": the epoch completed, but its weights are no longer all finite."""
+    ``status`` "overflow": the epoch completed, but ``nonfinite`` (the weights, or a buffer of
+    the optimizer's state) holds NaN or Inf."""
     where = (f"after epoch {epoch}" if batches_done == n_batches else
              f"at epoch {epoch}, batch {batches_done + 1} of {n_batches}")
     if status in ("nonfinite", "overflow"):
-        if weights_finite:
+        if not nonfinite:
             message = (f"training diverged {where}: the loss or the gradient became NaN or "
                        "Inf. That minibatch's update was not applied: the weights and the "
                        "optimizer state are those after the last good update, and the history "
@@ -99,12 +101,12 @@ def _stop_training(status: str, error: Optional[BaseException], guard: Interrupt
         else:
             # an update from a finite loss and gradient overflowed: it was applied (the epoch
             # loops check the loss and the gradient before an update, the weights after it)
-            message = (f"training diverged in epoch {epoch}: an update made some weights NaN "
+            message = (f"training diverged in epoch {epoch}: an update made {nonfinite} NaN "
                        "or Inf (its loss and gradient were finite: the step itself overflowed, "
-                       "e.g. a learning rate too large for the dtype). That update was "
-                       "applied, so the model's weights are not usable: load a checkpoint "
-                       "(ModelCheckpoint) or make a new model. The history of the completed "
-                       "epochs is model.history.")
+                       "e.g. a learning rate too large for the dtype, or Adam's eps=0 on a "
+                       "zero gradient). That update was applied, so the model is not usable: "
+                       "load a checkpoint (ModelCheckpoint) or make a new model. The history "
+                       "of the completed epochs is model.history.")
         batch = batches_done + 1 if status == "nonfinite" else None
         if on_nonfinite == "stop":
             warnings.warn(message, RuntimeWarning, stacklevel=3)
@@ -505,6 +507,19 @@ class Recurrent:
         return {name: view.copy() for name, view in self._views(grad).items()}
 
     # ------------------------------------------------------------------ training
+    def _nonfinite(self) -> Optional[str]:
+        """What holds NaN or Inf: "the weights", an optimizer state buffer ("the optimizer's
+        exp_avg_sq"), or None when everything is finite. Their min and max: no temporary the
+        size of the model (NaN propagates through both)."""
+        parts = [("the weights", self._params)]
+        if self.optimizer is not None:
+            parts += [(f"the optimizer's {name}", buf)
+                      for name, buf in sorted(self.optimizer.state.items())]
+        for name, values in parts:
+            if values.size and not (np.isfinite(values.min()) and np.isfinite(values.max())):
+                return name
+        return None
+
     def _use_optimizer(self, optimizer: Optional[Optimizer]) -> Optimizer:
         if optimizer is not None and not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be an rnnkit optimizer such as rnnkit.SGD(lr=0.01) "
@@ -541,21 +556,18 @@ class Recurrent:
             raise DivergenceError(
                 "train_step: the loss or the gradient is NaN or Inf, so the update was not "
                 "applied; try clip_norm / clip_value or a smaller learning rate.")
-        # kept to undo an update that overflows the weights (from a finite gradient)
-        before = (self._params.copy(), {n: b.copy() for n, b in opt.state.items()},
-                  opt.step_count)
-        # Ctrl-C waits for the update (and its step count); an overflow is reported below
-        with InterruptGuard(), np.errstate(over="ignore", invalid="ignore"):
+        # Ctrl-C (a second one too) waits for the update and its step count; an overflow of
+        # the update itself is reported below
+        with InterruptGuard() as guard, guard.critical(), \
+                np.errstate(over="ignore", invalid="ignore"):
             opt.apply(self._backend, self._params, grad)
-            if not np.isfinite(self._params).all():
-                self._params[...] = before[0]
-                for name, buf in before[1].items():
-                    opt.state[name][...] = buf
-                opt.step_count = before[2]
-                raise DivergenceError(
-                    "train_step: the update would make some weights NaN or Inf (the step "
-                    "itself overflowed from a finite gradient, e.g. a learning rate too large "
-                    "for the dtype), so it was not applied.")
+        nonfinite = self._nonfinite()
+        if nonfinite:
+            raise DivergenceError(
+                f"train_step: the update made {nonfinite} NaN or Inf (the step itself "
+                "overflowed from a finite gradient, e.g. a learning rate too large for the "
+                "dtype). It was applied, so the model is not usable: load a checkpoint or make "
+                "a new model.")
         return loss, self._state_out(final_state)
 
     @writes_model
@@ -628,41 +640,46 @@ class Recurrent:
         history = run.history
         self.history = history
         with InterruptGuard() as guard:     # Ctrl-C is honoured between updates (see below)
-            for epoch in range(epochs):
-                order = self._rng.permutation(N) if shuffle else np.arange(N)
-                losses_out = np.empty(len(batch_sizes))
-                run.epoch_begin(epoch, losses_out)
-                progress = run.batch_progress()
+            try:
+                for epoch in range(epochs):
+                    order = self._rng.permutation(N) if shuffle else np.arange(N)
+                    losses_out = np.empty(len(batch_sizes))
+                    run.epoch_begin(epoch, losses_out)
+                    progress = run.batch_progress()
 
-                def keep_going(done: int, progress: Any = progress) -> bool:
-                    return guard.keep_going(done) and (progress is None or
-                                                       progress(done) is not False)
+                    def keep_going(done: int, progress: Any = progress) -> bool:
+                        return guard.keep_going(done) and (progress is None or
+                                                           progress(done) is not False)
 
-                losses, opt.step_count, status, error = self._backend.train_epoch(
-                    X, Y, self._params, order, batch_size, **self._spec(), bptt_truncate=k,
-                    clip_norm=clip_norm, clip_value=clip_value, **opt.epoch_args(),
-                    callback=keep_going, losses_out=losses_out, **self._cell_args(lengths))
-                # one pass over the weights an epoch: an update that overflowed them
-                finite = bool(np.isfinite(self._params).all())
-                if status != "completed" or not finite:
-                    _stop_training(status if status != "completed" else "overflow", error,
-                                   guard, on_nonfinite, epoch + 1, len(losses),
-                                   len(batch_sizes), history, finite)
-                    break                   # on_nonfinite="stop"
-                logs = {"loss": float(np.dot(losses, batch_sizes) / N)}
-                if validation_data is not None:
-                    logs["val_loss"] = self.loss(X_val, Y_val, lengths=lengths_val)
-                stop = run.epoch_end(logs)
-                try:                        # Ctrl-C during the validation loss or a callback
-                    interrupted = guard.stop_requested()
-                except BaseException as exc:    # what a custom SIGINT handler raised
-                    exc.history = history       # type: ignore[attr-defined]
-                    raise
-                if interrupted:
-                    _stop_training("stopped", None, guard, on_nonfinite, epoch + 1,
-                                   len(batch_sizes), len(batch_sizes), history)
-                if stop:
-                    break
+                    # a second Ctrl-C, too, waits for the minibatch and the step count
+                    with guard.critical():
+                        losses, opt.step_count, status, error = self._backend.train_epoch(
+                            X, Y, self._params, order, batch_size, **self._spec(),
+                            bptt_truncate=k, clip_norm=clip_norm, clip_value=clip_value,
+                            **opt.epoch_args(), callback=keep_going, losses_out=losses_out,
+                            **self._cell_args(lengths))
+                    # once an epoch: an update that overflowed the weights or the state
+                    nonfinite = self._nonfinite()
+                    if status != "completed" or nonfinite:
+                        _stop_training(status if status != "completed" else "overflow", error,
+                                       guard, on_nonfinite, epoch + 1, len(losses),
+                                       len(batch_sizes), history, nonfinite)
+                        break                   # on_nonfinite="stop"
+                    logs = {"loss": float(np.dot(losses, batch_sizes) / N)}
+                    if validation_data is not None:
+                        logs["val_loss"] = self.loss(X_val, Y_val, lengths=lengths_val)
+                    stop = run.epoch_end(logs)
+                    # Ctrl-C during the validation loss or a callback
+                    if guard.stop_requested():
+                        _stop_training("stopped", None, guard, on_nonfinite, epoch + 1,
+                                       len(batch_sizes), len(batch_sizes), history)
+                    if stop:
+                        break
+            except BaseException as exc:    # a second Ctrl-C, a custom SIGINT handler's error
+                if not hasattr(exc, "history"):
+                    with contextlib.suppress(AttributeError):     # (an exception's __slots__)
+                        exc.history = history   # type: ignore[attr-defined]
+                raise
         return run.train_end()
 
     # ------------------------------------------------------------------ persistence
@@ -675,9 +692,10 @@ class Recurrent:
         gets (0666 less the umask), as ``np.savez`` would give it."""
         import json       # here and in _saved_json: only saving and loading need them
 
-        if not np.isfinite(self._params).all():
-            raise ValueError(f"save: the model's weights contain NaN or Inf (training diverged), "
-                             f"and rnnkit.load refuses such a file: {os.fspath(path)!r} was not "
+        nonfinite = self._nonfinite()
+        if nonfinite:
+            raise ValueError(f"save: NaN or Inf in {nonfinite} (training diverged), and "
+                             f"rnnkit.load refuses such a file: {os.fspath(path)!r} was not "
                              "written")
 
         arrays: Dict[str, Any] = {

@@ -120,9 +120,9 @@ class Adam(Optimizer):
             raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
         self.betas = (check_float(betas[0], "betas[0]", low=0.0, high=1.0, high_open=True),
                       check_float(betas[1], "betas[1]", low=0.0, high=1.0, high_open=True))
-        # eps > 0 (PyTorch allows 0): at eps = 0 a parameter whose gradient has been 0 so far
-        # is updated by 0 / 0, and the model's weights become NaN
-        self.eps = check_float(eps, "eps", low=0.0, low_open=True)
+        # eps = 0 is allowed, as in PyTorch (and in saved models): a parameter whose gradient
+        # has been 0 is then updated by 0 / 0, which fit reports (DivergenceError)
+        self.eps = check_float(eps, "eps", low=0.0)
         self.weight_decay = check_float(weight_decay, "weight_decay", low=0.0)
 
     def config(self) -> Dict[str, Any]:

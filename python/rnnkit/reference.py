@@ -638,7 +638,9 @@ def train_epoch(X: np.ndarray, Y: np.ndarray, params: np.ndarray, order: np.ndar
             rows = order[start:start + batch_size]
             xb, yb = X[rows], Y[rows]
             lb = None if lengths is None else lengths[rows]
-            with np.errstate(over="ignore", invalid="ignore"):   # a diverging batch is reported
+            # a minibatch, its update and its count are not split by a second Ctrl-C either;
+            # a diverging batch is reported, an overflowing update by fit (the weights)
+            with guard.critical(), np.errstate(over="ignore", invalid="ignore"):
                 outputs, hidden_states, _ = forward(xb, None, params, hidden_size, output_size,
                                                     bias, activation, Y.ndim == 3, cell,
                                                     num_layers, lb)
@@ -646,10 +648,9 @@ def train_epoch(X: np.ndarray, Y: np.ndarray, params: np.ndarray, order: np.ndar
                                       output_size, bias, activation, bptt_truncate, cell,
                                       num_layers, lb)
                 norm = clip(grad, clip_norm, clip_value)
-            if not (np.isfinite(loss) and np.isfinite(norm)):
-                return buffer[:len(losses)], step, "nonfinite", None
-            step += 1
-            with np.errstate(over="ignore", invalid="ignore"):   # fit checks the weights
+                if not (np.isfinite(loss) and np.isfinite(norm)):
+                    return buffer[:len(losses)], step, "nonfinite", None
+                step += 1
                 if optimizer == "sgd":
                     sgd_step(params, grad, momentum_buffer, lr, momentum, weight_decay)
                 else:
@@ -658,8 +659,8 @@ def train_epoch(X: np.ndarray, Y: np.ndarray, params: np.ndarray, order: np.ndar
                                          f"({params.size},) for optimizer='adam', got None")
                     adam_step(params, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
                               weight_decay)
-            losses.append(loss)
-            buffer[len(losses) - 1] = loss
+                losses.append(loss)
+                buffer[len(losses) - 1] = loss
             if start + batch_size >= len(order):   # the last minibatch: the epoch is complete
                 break
             # what a custom SIGINT handler (called here) or the callback raises is handed
