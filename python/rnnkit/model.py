@@ -119,8 +119,7 @@ def _stop_training(status: str, error: Optional[BaseException], guard: Interrupt
             f"training interrupted {where}: the weights and the optimizer state are those "
             "after the last completed update; the history of the completed epochs is "
             "model.history")
-    error.history = history             # type: ignore[attr-defined]
-    raise error
+    raise error                         # fit attaches the history
 
 
 #: The model class of each cell name, filled by :class:`Recurrent` subclasses that set ``cell``
@@ -639,8 +638,8 @@ class Recurrent:
         run.train_begin()
         history = run.history
         self.history = history
-        with InterruptGuard() as guard:     # Ctrl-C is honoured between updates (see below)
-            try:
+        try:
+            with InterruptGuard() as guard:     # Ctrl-C is honoured between updates (see below)
                 for epoch in range(epochs):
                     order = self._rng.permutation(N) if shuffle else np.arange(N)
                     losses_out = np.empty(len(batch_sizes))
@@ -675,11 +674,11 @@ class Recurrent:
                                        len(batch_sizes), len(batch_sizes), history)
                     if stop:
                         break
-            except BaseException as exc:    # a second Ctrl-C, a custom SIGINT handler's error
-                if not hasattr(exc, "history"):
-                    with contextlib.suppress(AttributeError):     # (an exception's __slots__)
-                        exc.history = history   # type: ignore[attr-defined]
-                raise
+        except BaseException as exc:    # whatever stopped fit: a Ctrl-C, a divergence, a
+            # callback's or a custom SIGINT handler's error (one with __slots__ takes none)
+            with contextlib.suppress(AttributeError):
+                exc.history = history   # type: ignore[attr-defined]
+            raise
         return run.train_end()
 
     # ------------------------------------------------------------------ persistence
