@@ -274,33 +274,92 @@ def test_a_second_ctrl_c_interrupts_a_hung_callback_at_once(backend):
     assert len(calls) == 2 and all(0 <= t - sent[0] < 0.5 for t in calls)
 
 
-def test_a_second_ctrl_c_waits_for_the_minibatch_in_progress(backend):
-    """Two Ctrl-Cs landing while minibatches run: the update and its step count still stay
-    together (on the reference backend the second one used to raise in the middle of the
-    epoch, which then never returned its step count)."""
-    rng = np.random.default_rng(5)
-    X, Y = rng.normal(size=(1024, 60, 3)), rng.normal(size=(1024, 1))
-    model = rnnkit.RNN(3, 128, 1, seed=0, backend=backend)
-    # one minibatch an epoch: the reference's takes about 0.6 s here, so both land in it
-    first, _ = _interrupt_soon("kill", 0.2)
-    second, _ = _interrupt_soon("kill", 0.35)
+def test_a_second_ctrl_c_waits_for_the_minibatch_in_progress(monkeypatch):
+    """Two Ctrl-Cs landing inside one minibatch (the reference's backward pass; Python code
+    runs between them, so each reaches the guard): the update and its step count still stay
+    together, and training stops after that minibatch (the second one used to raise in the
+    middle of the epoch, which then never returned its step count)."""
+    X, Y = _data(n=16)
+    model = rnnkit.RNN(2, 4, 1, seed=0, backend="reference")
+    real, calls = ref.backward, []
+
+    def interrupted_backward(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:                            # the third minibatch
+            for _ in range(2):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.01)                       # the handler runs here
+        return real(*args, **kwargs)
+    monkeypatch.setattr(ref, "backward", interrupted_backward)
+    with pytest.raises(KeyboardInterrupt, match="interrupted at epoch 1 after batch 3 of 4") \
+            as info:
+        model.fit(X, Y, epochs=5, batch_size=4, optimizer=rnnkit.Adam(), shuffle=False)
+    monkeypatch.setattr(ref, "backward", real)
+    assert info.value.history is model.history and model.optimizer.step_count == 3
+    assert _state(model) == _state(_replay("reference", X, Y, rnnkit.Adam, 0, 3, 4))
+
+
+def test_a_sigint_handler_that_installs_another_is_followed(backend):
+    """A "press Ctrl-C again to quit" handler: the first Ctrl-C calls it (between updates),
+    and it installs Python's default handler; fit's guard then stands in for that one, so the
+    second Ctrl-C stops training between updates too, and the handler stays installed after
+    fit (the guard used to put the first handler back, and the second Ctrl-C could land
+    between an epoch's updates and its step count)."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(256, 30, 3)), rng.normal(size=(256, 1))
+    calls = []
+
+    def press_again(signum, frame):
+        calls.append(signum)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    old = signal.signal(signal.SIGINT, press_again)
+    start = time.perf_counter()
+    model = rnnkit.RNN(3, 64, 1, seed=0, backend=backend)
+    first, _ = _interrupt_soon("kill", 0.3)
+    second, _ = _interrupt_soon("kill", 1.0)
     try:
-        with pytest.raises(KeyboardInterrupt) as info:
-            model.fit(X, Y, epochs=10**6, batch_size=1024, optimizer=rnnkit.Adam(),
-                      shuffle=False)
+        with pytest.raises(KeyboardInterrupt, match="interrupted") as info:
+            model.fit(X, Y, epochs=10**6, batch_size=32, optimizer=rnnkit.Adam(),
+                      shuffle=False,     # a safety stop, should the Ctrl-Cs not arrive
+                      callbacks=[lambda epoch, logs: time.perf_counter() - start < 10])
+        assert calls == [signal.SIGINT]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         first.cancel()
         second.cancel()
+        signal.signal(signal.SIGINT, old)
     assert info.value.history is model.history
     steps = model.optimizer.step_count
-    assert steps >= 1 and len(model.history["loss"]) == steps
-    assert _state(model) == _state(_replay(backend, X, Y, rnnkit.Adam, steps, 0, 1024,
-                                           hidden_size=128))
+    epochs, batches = divmod(steps, 8)
+    assert len(model.history["loss"]) == epochs
+    assert _state(model) == _state(_replay(backend, X, Y, rnnkit.Adam, epochs, batches, 32,
+                                           hidden_size=64))
 
 
-def test_ctrl_c_inside_one_long_cpp_epoch_call():
-    """One _core.train_epoch call, many minibatches: the C++ loop takes the GIL back to look
-    at signals and returns the KeyboardInterrupt with the losses of the applied updates.
+def test_a_ctrl_c_landing_as_the_guard_exits_is_not_lost(monkeypatch):
+    """Recorded while the guard puts the handler back (signal.signal runs the pending handler
+    first): still raised as the block ends (it was dropped with the guard)."""
+    from rnnkit._faults import InterruptGuard
+    real = signal.signal
+
+    def signal_with_a_ctrl_c(signum, handler):
+        if handler is signal.default_int_handler:
+            os.kill(os.getpid(), signal.SIGINT)        # pending as the handler is put back
+        return real(signum, handler)
+    with pytest.raises(KeyboardInterrupt):
+        with InterruptGuard():
+            monkeypatch.setattr(signal, "signal", signal_with_a_ctrl_c)
+    monkeypatch.setattr(signal, "signal", real)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.parametrize("train_epoch", [_core.train_epoch, ref.train_epoch],
+                         ids=["cpp", "reference"])
+def test_ctrl_c_inside_one_long_epoch_call(train_epoch):
+    """One backend train_epoch call, many minibatches: the C++ loop takes the GIL back to look
+    at signals, the reference's looks between minibatches, and each returns the
+    KeyboardInterrupt with the losses of the applied updates (the reference's own guard used
+    to raise it again as the call returned, and the step count was lost).
     H = 128 and lr 0.001: the epoch takes about ten times the 0.3 s before the interrupt here
     (H = 32 had become fast enough to finish first; at lr 0.01 it diverged at update 1,648,
     0.23 s in, and ended "nonfinite" before the interrupt)."""
@@ -311,7 +370,7 @@ def test_ctrl_c_inside_one_long_cpp_epoch_call():
     p = params.copy()
     timer, sent = _interrupt_soon("kill", 0.3)
     try:
-        losses, step, status, error = _core.train_epoch(
+        losses, step, status, error = train_epoch(
             X, Y, p, np.arange(20000), 1, H, 1, True, "tanh", None, None, None, "sgd", 0.001,
             0.0, 0.0, 0.0, 0.0, 0.0, None, None, None, 0)
         returned = time.perf_counter()
@@ -319,9 +378,10 @@ def test_ctrl_c_inside_one_long_cpp_epoch_call():
         timer.cancel()
     assert status == "stopped" and isinstance(error, KeyboardInterrupt)
     assert returned - sent[0] < 0.5 and 1 <= step == len(losses) < 20000
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     q = params.copy()                                  # replay exactly `step` updates
-    _core.train_epoch(X, Y, q, np.arange(step), 1, H, 1, True, "tanh", None, None, None,
-                      "sgd", 0.001, 0.0, 0.0, 0.0, 0.0, 0.0, None, None, None, 0)
+    train_epoch(X, Y, q, np.arange(step), 1, H, 1, True, "tanh", None, None, None,
+                "sgd", 0.001, 0.0, 0.0, 0.0, 0.0, 0.0, None, None, None, 0)
     assert p.tobytes() == q.tobytes()
 
 

@@ -81,16 +81,29 @@ class InterruptGuard:
             self._deliver()
 
     def _deliver(self) -> None:
-        """Hand every recorded Ctrl-C to the handler, in order (what it raises propagates)."""
-        handler = self._handler
-        assert handler is not None
-        if handler is signal.default_int_handler:
-            # it raises: leave the handler in place first (this may be __exit__'s own turn)
-            self._frames.clear()
-            signal.signal(signal.SIGINT, handler)
-            raise KeyboardInterrupt
-        while self._frames:
+        """Hand every recorded Ctrl-C to the handler, in order (what it raises propagates). A
+        handler that installs another SIGINT handler (a "press again to quit" one) is followed:
+        the guard stands in for the new one, or steps aside for SIG_IGN / SIG_DFL."""
+        while self._frames and self._handler is not None:
+            handler = self._handler
+            if handler is signal.default_int_handler:
+                # it raises: leave the handler in place first (this may be __exit__'s own turn)
+                self._frames.clear()
+                signal.signal(signal.SIGINT, handler)
+                raise KeyboardInterrupt
             handler(signal.SIGINT, self._frames.pop(0))
+            current = signal.getsignal(signal.SIGINT)
+            if current != self._record:
+                self._handler = current if callable(current) else None
+                if self._handler is not None:
+                    signal.signal(signal.SIGINT, self._record)
+        self._frames.clear()
+
+    def acknowledge(self) -> None:
+        """The code has handed the Ctrl-C back to its caller (a returned KeyboardInterrupt, as
+        the C++ epoch returns it): leaving the outermost guard does not raise it again."""
+        if self._outer is None:
+            self._frames.clear()
 
     @contextlib.contextmanager
     def critical(self) -> Iterator[None]:
@@ -139,12 +152,12 @@ class InterruptGuard:
         handler = self._handler
         if handler is None:
             return
-        try:
-            if self._frames and exc_type is None:
-                self._deliver()
-        finally:
-            self._frames.clear()
-            signal.signal(signal.SIGINT, handler)
+        # the handler first: a Ctrl-C from here on goes to it; one that lands as it is put
+        # back is recorded (signal.signal runs the pending handler first) and delivered here
+        signal.signal(signal.SIGINT, handler)
+        if self._frames and exc_type is None:
+            self._deliver()
+        self._frames.clear()
 
 
 class ModelLock:

@@ -607,8 +607,8 @@ class Recurrent:
         naming the epoch and batch (with ``.history``); ``"stop"`` warns and returns the
         history. Ctrl-C stops training after the update in progress and raises
         KeyboardInterrupt (with ``.history``). Either way the weights and the optimizer state
-        are those after the last completed update. A second Ctrl-C acts at once, wherever it
-        lands (a hung callback can be interrupted); a custom SIGINT handler is called between
+        are those after the last completed update. A second Ctrl-C acts at once, except inside a
+        minibatch (a hung callback can be interrupted); a custom SIGINT handler is called between
         updates (see docs/reliability.md).
         """
         X = self._check_x(X)

@@ -667,6 +667,7 @@ def train_epoch(X: np.ndarray, Y: np.ndarray, params: np.ndarray, order: np.ndar
             # back to the caller, as in C++
             try:
                 if guard.stop_requested():
+                    guard.acknowledge()
                     return buffer[:len(losses)], step, "stopped", KeyboardInterrupt()
                 if callback is not None and callback(len(losses)) is False:
                     return buffer[:len(losses)], step, "stopped", None
