@@ -120,7 +120,7 @@ void epoch(const std::string& which, int threads, const std::string& cell) {
     const int64_t H = w2 ? 128 : 512, B = w2 ? 64 : 256, N = 1024, T = 50;
     set_num_threads(threads);
     const Cell c = cell == "gru" ? Cell::Gru : cell == "lstm" ? Cell::Lstm : Cell::Rnn;
-    const int64_t G = cell == "gru" ? 3 : cell == "lstm" ? 4 : 1;
+    const int64_t G = cell_sizes(c).gates;
     const Net net{c, 1, H, 1, 1, true, Activation::Tanh};
     const int64_t P = param_count(net);
     std::mt19937 g(1);

@@ -126,12 +126,11 @@ class InterruptGuard:
         """At a safe point: True when training should stop here for a Ctrl-C (Python's
         default handler); a custom handler's Ctrl-Cs are delivered now, by calling it (what it
         raises propagates), and training goes on if it returns."""
-        root = self._root()
-        if not root._frames or root._handler is None:
-            return False
-        if root._handler is signal.default_int_handler:
+        if self.requested:
             return True
-        root._deliver()
+        root = self._root()
+        if root._frames and root._handler is not None:
+            root._deliver()
         return False
 
     def keep_going(self, batches_done: int = 0) -> bool:

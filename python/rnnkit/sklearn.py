@@ -151,7 +151,8 @@ class RNNRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]  # unty
                     bptt_truncate=check_optional_int(self.bptt_truncate, "bptt_truncate", 0),
                     clip_norm=check_optional_positive(self.clip_norm, "clip_norm"),
                     clip_value=check_optional_positive(self.clip_value, "clip_value"),
-                    shuffle=check_bool(self.shuffle, "shuffle"), verbose=check_int(self.verbose, "verbose", 0))
+                    shuffle=check_bool(self.shuffle, "shuffle"),
+                    verbose=check_int(self.verbose, "verbose", 0))
 
     def _validate(self, X: Any, y: Any = None, reset: bool = True) -> Any:
         """X as float64 (n, T) or (n, T, F) and y as (n,) or (n, O), checked by scikit-learn
