@@ -7,11 +7,102 @@
 #include <cstdlib>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <new>
 
+#include <pthread.h>
 #include <sys/mman.h>
 
 namespace rnnkit {
+
+// The huge-page scratch blocks of the last calls, kept for the next ones. A block freed to the
+// system and mapped again by the next call (the next epoch of fit, the next predict) has every
+// page cleared by the kernel when first touched again: about 3% of a W3 epoch here. At most
+// kMaxBlocks blocks of together at most limit() bytes (256 MiB) are kept, the largest first; one
+// that does not fit is freed. (MADV_FREE on a kept block, to let the kernel take it back under
+// pressure, made the kernel clear its pages again on reuse here: not used.) Thread-safe.
+class KeptBlocks {
+public:
+    static constexpr int kMaxBlocks = 4;
+
+    // The smallest kept block of at least `bytes`, no longer kept, and its size in `bytes`;
+    // nullptr if there is none.
+    void* take(size_t& bytes) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        int best = -1;
+        for (int i = 0; i < count_; ++i)
+            if (blocks_[i].bytes >= bytes && (best < 0 || blocks_[i].bytes < blocks_[best].bytes))
+                best = i;
+        if (best < 0) return nullptr;
+        void* p = blocks_[best].p;
+        bytes = blocks_[best].bytes;
+        total_ -= bytes;
+        blocks_[best] = blocks_[--count_];
+        return p;
+    }
+
+    // Keeps the block p of `bytes` (allocated by std::aligned_alloc), freeing smaller kept blocks
+    // to make room if need be, and returns true; or returns false, and the caller frees it.
+    bool keep(void* p, size_t bytes) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        size_t room = limit_ - total_;   // with every kept block smaller than p freed:
+        int slots = kMaxBlocks - count_;
+        for (int i = 0; i < count_; ++i)
+            if (blocks_[i].bytes < bytes) room += blocks_[i].bytes, ++slots;
+        if (bytes > room || slots == 0) return false;
+        while (count_ == kMaxBlocks || total_ + bytes > limit_) free_smallest();
+        blocks_[count_++] = {p, bytes};
+        total_ += bytes;
+        return true;
+    }
+
+    // Sets the limit on the kept bytes, freeing kept blocks to meet it; returns the former limit.
+    size_t set_limit(size_t limit) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        while (total_ > limit) free_smallest();
+        std::swap(limit, limit_);
+        return limit;
+    }
+
+    void lock() { mutex_.lock(); }   // for fork() (kept_blocks)
+    void unlock() { mutex_.unlock(); }
+
+    size_t kept_bytes() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return total_;
+    }
+
+private:
+    void free_smallest() {   // (count_ > 0, mutex_ held)
+        int smallest = 0;
+        for (int i = 1; i < count_; ++i)
+            if (blocks_[i].bytes < blocks_[smallest].bytes) smallest = i;
+        std::free(blocks_[smallest].p);
+        total_ -= blocks_[smallest].bytes;
+        blocks_[smallest] = blocks_[--count_];
+    }
+
+    struct Block {
+        void* p;
+        size_t bytes;
+    };
+    std::mutex mutex_;
+    Block blocks_[kMaxBlocks] = {};
+    int count_ = 0;
+    size_t total_ = 0;
+    size_t limit_ = size_t(256) << 20;
+};
+
+// The process's kept blocks (never destroyed: a Buffer may be freed during exit). fork() holds
+// their lock, so that a child never starts with it held by a thread it does not have.
+inline KeptBlocks& kept_blocks() {
+    static KeptBlocks* blocks = [] {
+        pthread_atfork([] { kept_blocks().lock(); }, [] { kept_blocks().unlock(); },
+                       [] { kept_blocks().unlock(); });
+        return new KeptBlocks();
+    }();
+    return *blocks;
+}
 
 // n scalars, uninitialized, starting on a 64-byte cache line: malloc's 16-byte alignment would
 // leave every vector load of a row of a packed or transposed matrix straddling two lines (the
@@ -19,7 +110,8 @@ namespace rnnkit {
 // the heap's state). One of 1 MiB or more is rounded up to whole 2 MiB huge pages, which it
 // asks the kernel for: a step's product reads one row per record from the caches, a row every
 // T·C·H scalars, and with 4 KiB pages every row of a tile is a different page (a miss in the
-// TLB each; W3 trains 1.25x faster with huge pages). Throws std::bad_alloc.
+// TLB each; W3 trains 1.25x faster with huge pages). Such a block comes from kept_blocks() if it
+// has one large enough, and goes back to it when freed. Throws std::bad_alloc.
 //
 // Built with RNNKIT_POISON_SCRATCH (the sanitizer build, .ci/sanitize), every scalar starts as
 // NaN instead, so that a kernel reading scratch it did not write shows in the results.
@@ -30,11 +122,15 @@ public:
         const size_t bytes = size_t(std::max<int64_t>(n, 1)) * sizeof(Real);
         constexpr size_t huge = size_t(2) << 20;
         if (bytes >= huge / 2) {
-            const size_t rounded = (bytes + huge - 1) / huge * huge;
-            data_.reset(static_cast<Real*>(std::aligned_alloc(huge, rounded)));
+            size_t rounded = (bytes + huge - 1) / huge * huge;
+            data_.reset(static_cast<Real*>(kept_blocks().take(rounded)));   // or a larger one
+            if (!data_) {
+                data_.reset(static_cast<Real*>(std::aligned_alloc(huge, rounded)));
 #ifdef MADV_HUGEPAGE
-            if (data_) madvise(data_.get(), rounded, MADV_HUGEPAGE);
+                if (data_) madvise(data_.get(), rounded, MADV_HUGEPAGE);
 #endif
+            }
+            data_.get_deleter().kept_bytes = rounded;
         } else {
             constexpr size_t line = 64;   // aligned_alloc wants a multiple of the alignment
             const size_t rounded = (bytes + line - 1) / line * line;
@@ -50,7 +146,10 @@ public:
 
 private:
     struct Free {
-        void operator()(Real* p) const { std::free(p); }
+        size_t kept_bytes = 0;   // a huge-page block's size: offered to kept_blocks()
+        void operator()(Real* p) const {
+            if (kept_bytes == 0 || !kept_blocks().keep(p, kept_bytes)) std::free(p);
+        }
     };
     std::unique_ptr<Real, Free> data_;
 };

@@ -2,6 +2,9 @@
 continue gives bitwise what uninterrupted training gives (DESIGN.md §1 "Initialization",
 "One epoch of fit"; §3 save/load). Equality here is exact, never allclose."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -104,6 +107,45 @@ def test_shuffle_changes_the_result(backend):
         model.fit(X, Y, epochs=2, batch_size=4, optimizer=rnnkit.SGD(lr=0.1), shuffle=shuffle)
         results.append(model.weights["W"])
     assert not np.array_equal(results[0], results[1])
+
+
+# Trains and predicts with scratch blocks of 1 MiB and more (buffer.h keeps those for the next
+# call); prints the weights and predictions as bytes, in hex.
+_KEPT_SCRATCH_RUN = """
+import numpy as np, rnnkit
+rng = np.random.default_rng(0)
+X = rng.normal(size=(64, 40, 1)); Y = X[:, -1] ** 2
+model = rnnkit.RNN(1, 64, 1, seed=1)
+model.fit(X, Y, epochs=2, batch_size=64, optimizer=rnnkit.Adam(lr=1e-2))
+print(b"".join(w.tobytes() for w in model.weights.values()).hex(), model.predict(X).tobytes().hex())
+"""
+
+
+def test_scratch_kept_from_other_calls_changes_nothing_and_stays_within_its_limit(capsys):
+    """The core keeps the large scratch blocks of a call for the next one (buffer.h). A run on
+    blocks dirty from other networks gives bitwise what a fresh process gives; and the kept
+    bytes stay within the limit (256 MiB; lowered here to see it met)."""
+    from rnnkit import _core
+
+    out = subprocess.run([sys.executable, "-c", _KEPT_SCRATCH_RUN], capture_output=True,
+                         text=True, check=True).stdout
+    fresh = out.splitlines()[-1]   # (an editable install may print its rebuild first)
+    rng = np.random.default_rng(5)
+    for H, N in ((96, 80), (64, 64)):   # other values in blocks of the same and other sizes
+        other = rnnkit.RNN(1, H, 1, seed=2)
+        other.fit(rng.normal(size=(N, 40, 1)), rng.normal(size=(N, 1)), epochs=1, batch_size=N)
+    assert _core._kept_scratch_bytes() > 0
+    exec(_KEPT_SCRATCH_RUN, {})
+    assert capsys.readouterr().out.splitlines() == [fresh]
+
+    former = _core._set_kept_scratch_limit(6 << 20)
+    try:
+        assert former == 256 << 20
+        assert _core._kept_scratch_bytes() <= 6 << 20
+        exec(_KEPT_SCRATCH_RUN, {})       # its blocks (2 to 12 MiB): not all of them fit
+        assert 0 < _core._kept_scratch_bytes() <= 6 << 20
+    finally:
+        _core._set_kept_scratch_limit(former)
 
 
 # ----------------------------------------------------------------------------- save / load
