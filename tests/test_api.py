@@ -596,6 +596,58 @@ def test_optimizer_argument_errors():
         rnnkit.SGD(lr="0.1")
 
 
+@pytest.mark.parametrize("kind, attr, bad, error", [
+    ("SGD", "lr", -1.0, ValueError),
+    ("SGD", "lr", "0.1", TypeError),
+    ("SGD", "momentum", float("nan"), ValueError),
+    ("SGD", "weight_decay", True, TypeError),
+    ("Adam", "eps", -1e-8, ValueError),
+    ("Adam", "betas", (0.9, 1.0), ValueError),
+    ("Adam", "betas", 0.9, TypeError),
+])
+def test_optimizer_hyperparameters_are_checked_when_set_after_construction(kind, attr, bad,
+                                                                          error):
+    """As a schedule sets opt.lr: a bad value is refused where it is set, naming it, and the
+    optimizer keeps its value (before, the C++ backend refused it at the next fit, with
+    pybind11's dump of every argument for a string, and the reference trained with it)."""
+    opt = getattr(rnnkit, kind)(lr=0.1)
+    before = getattr(opt, attr)
+    with pytest.raises(error, match=attr):
+        setattr(opt, attr, bad)
+    assert getattr(opt, attr) == before
+    setattr(opt, attr, before)   # a good value is taken
+    opt.lr = 0.5
+    assert opt.lr == 0.5 and opt.config()["lr"] == 0.5
+
+
+def test_sgd_momentum_set_after_training_starts_its_buffer(backend, tmp_path):
+    """Momentum set on an SGD that trained without: the next fit starts the momentum buffer
+    at zero, the updates of a new SGD(momentum=...); set back to 0 the buffer is kept, unused,
+    and saved (before, the next fit refused the optimizer, and a saved file was refused by
+    load)."""
+    X, Y = _data()
+    a, b = _model(backend), _model(backend)
+    opt = rnnkit.SGD(lr=0.05)
+    a.fit(X, Y, epochs=1, batch_size=4, optimizer=opt, shuffle=False)
+    b.fit(X, Y, epochs=1, batch_size=4, optimizer=rnnkit.SGD(lr=0.05), shuffle=False)
+    opt.momentum = 0.9
+    a.fit(X, Y, epochs=2, batch_size=4, shuffle=False)
+    b.fit(X, Y, epochs=2, batch_size=4, optimizer=rnnkit.SGD(lr=0.05, momentum=0.9),
+          shuffle=False)
+    for name, w in a.weights.items():
+        assert w.tobytes() == b.weights[name].tobytes(), name
+    assert opt.state["momentum_buffer"].tobytes() == \
+        b.optimizer.state["momentum_buffer"].tobytes()
+    opt.momentum = 0.0
+    buffer = opt.state["momentum_buffer"].copy()
+    a.fit(X, Y, epochs=1, batch_size=4, shuffle=False)
+    assert np.array_equal(opt.state["momentum_buffer"], buffer)   # unused with momentum 0
+    a.save(tmp_path / "a.npz")
+    loaded = rnnkit.load(tmp_path / "a.npz")
+    assert loaded.optimizer.momentum == 0.0
+    assert np.array_equal(loaded.optimizer.state["momentum_buffer"], buffer)
+
+
 def test_optimizer_bound_to_another_model_size(backend):
     X, Y = _data()
     opt = rnnkit.Adam()

@@ -1038,7 +1038,7 @@ def load(path: PathLike, backend: Optional[str] = None) -> Recurrent:
             state = {k[len(prefix):]: _saved_array(files, k, size, model.dtype).copy()
                      for k in files if k.startswith(prefix)}
             opt = optimizer_from_config(saved["config"], saved["step_count"], state)
-            expected = set(opt._state_names)
+            expected = set(opt._state_names())
             if not set(state) <= expected or (opt.step_count and set(state) != expected):
                 raise ValueError(f"the {opt.name} optimizer after {opt.step_count} steps has "
                                  f"state {sorted(expected)}, the file holds {sorted(state)}")

@@ -16,11 +16,39 @@ __all__ = ["Optimizer", "SGD", "Adam", "optimizer_from_config"]
 _bind_lock = threading.Lock()
 
 
+class _Checked:
+    """A real hyperparameter checked whenever it is set: in the constructor and after it (a
+    learning-rate schedule sets ``opt.lr``), so that a bad value is refused where it is given,
+    by both backends alike, rather than in a later fit."""
+
+    def __init__(self, **limits: Any) -> None:
+        self.limits = limits
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Optional[object], objtype: Optional[type] = None) -> Any:
+        return self if obj is None else obj.__dict__[self.name]
+
+    def __set__(self, obj: object, value: Any) -> None:
+        obj.__dict__[self.name] = check_float(value, self.name, **self.limits)
+
+
+class _CheckedBetas(_Checked):
+    """Adam's (beta1, beta2), each in [0, 1), checked whenever set."""
+
+    def __set__(self, obj: object, value: Any) -> None:
+        if not isinstance(value, (tuple, list)) or len(value) != 2:
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {value!r}")
+        obj.__dict__[self.name] = tuple(
+            check_float(b, f"betas[{i}]", low=0.0, high=1.0, high_open=True)
+            for i, b in enumerate(value))
+
+
 class Optimizer:
-    """Base class: the state buffers named in ``_state_names`` are allocated on first use."""
+    """Base class: the state buffers named by ``_state_names()`` are allocated on first use."""
 
     name = ""
-    _state_names: Tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.state: Dict[str, np.ndarray] = {}
@@ -43,7 +71,7 @@ class Optimizer:
                     raise ValueError(
                         f"optimizer holds state for {buf.shape[0]} {buf.dtype} parameters, but "
                         f"the model has {size} {np.dtype(dtype)} parameters; use a new optimizer")
-            for n in self._state_names:
+            for n in self._state_names():
                 self.state.setdefault(n, np.zeros(size, dtype=dtype))
             if owner is not None:
                 self._owner = owner
@@ -57,6 +85,11 @@ class Optimizer:
         state["_owner"] = None
         state["state"] = {name: buf.copy() for name, buf in self.state.items()}
         return state
+
+    def _state_names(self) -> Tuple[str, ...]:
+        """The state buffers of this optimizer's updates (with its hyperparameters as they are
+        now)."""
+        raise NotImplementedError
 
     def config(self) -> Dict[str, Any]:
         raise NotImplementedError
@@ -82,13 +115,24 @@ class SGD(Optimizer):
     """
 
     name = "sgd"
+    lr = _Checked(low=0.0, low_open=True)
+    momentum = _Checked(low=0.0)
+    weight_decay = _Checked(low=0.0)
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0):
         super().__init__()
-        self.lr = check_float(lr, "lr", low=0.0, low_open=True)
-        self.momentum = check_float(momentum, "momentum", low=0.0)
-        self.weight_decay = check_float(weight_decay, "weight_decay", low=0.0)
-        self._state_names = ("momentum_buffer",) if self.momentum != 0 else ()
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+
+    def _state_names(self) -> Tuple[str, ...]:
+        """The momentum buffer, once momentum is used: also when ``momentum`` is set after the
+        optimizer has trained without (the next fit starts the buffer at zero: the first update
+        with it is then ``d``, as PyTorch's), and kept when it is set back to 0 (unused then,
+        as in PyTorch)."""
+        if self.momentum != 0 or "momentum_buffer" in self.state:
+            return ("momentum_buffer",)
+        return ()
 
     def config(self) -> Dict[str, Any]:
         return {"name": self.name, "lr": self.lr, "momentum": self.momentum,
@@ -110,20 +154,23 @@ class Adam(Optimizer):
     """Adam with bias correction, as ``torch.optim.Adam(lr, betas, eps, weight_decay)``."""
 
     name = "adam"
-    _state_names = ("exp_avg", "exp_avg_sq")
+    lr = _Checked(low=0.0, low_open=True)
+    betas = _CheckedBetas()
+    # eps = 0 is allowed, as in PyTorch (and in saved models): a parameter whose gradient has
+    # been 0 is then updated by 0 / 0, which fit reports (DivergenceError)
+    eps = _Checked(low=0.0)
+    weight_decay = _Checked(low=0.0)
 
     def __init__(self, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0):
         super().__init__()
-        self.lr = check_float(lr, "lr", low=0.0, low_open=True)
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        self.betas = (check_float(betas[0], "betas[0]", low=0.0, high=1.0, high_open=True),
-                      check_float(betas[1], "betas[1]", low=0.0, high=1.0, high_open=True))
-        # eps = 0 is allowed, as in PyTorch (and in saved models): a parameter whose gradient
-        # has been 0 is then updated by 0 / 0, which fit reports (DivergenceError)
-        self.eps = check_float(eps, "eps", low=0.0)
-        self.weight_decay = check_float(weight_decay, "weight_decay", low=0.0)
+        self.lr = lr
+        self.betas = betas
+        self.eps = eps
+        self.weight_decay = weight_decay
+
+    def _state_names(self) -> Tuple[str, ...]:
+        return ("exp_avg", "exp_avg_sq")
 
     def config(self) -> Dict[str, Any]:
         return {"name": self.name, "lr": self.lr, "betas": list(self.betas), "eps": self.eps,
