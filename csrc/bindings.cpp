@@ -327,13 +327,14 @@ std::vector<int64_t> y_shape(const Sizes& s, bool return_sequences) {
                             : std::vector<int64_t>{s.N, s.net.O};
 }
 
-// Calls fn.template operator()<Real>() for the dtype of `params` (float32 or float64).
+// Calls fn.template operator()<Real>() for the dtype of the array `arr` (float32 or float64),
+// named `name` in the error for any other.
 template <typename Fn>
-auto dispatch(const py::handle& params, Fn&& fn) {
-    if (py::isinstance<py::array_t<double>>(params)) return fn(double{});
-    if (py::isinstance<py::array_t<float>>(params)) return fn(float{});
-    throw py::type_error("params must be a numpy array of float32 or float64, got " +
-                         type_of(params));
+auto dispatch(const py::handle& arr, Fn&& fn, const char* name = "params") {
+    if (py::isinstance<py::array_t<double>>(arr)) return fn(double{});
+    if (py::isinstance<py::array_t<float>>(arr)) return fn(float{});
+    throw py::type_error(std::string(name) + " must be a numpy array of float32 or float64, got " +
+                         type_of(arr));
 }
 
 // The FMA peak microbenchmark, for benchmarks/run.py (private).
@@ -492,7 +493,7 @@ double clip(const py::object& grad_, std::optional<double> clip_norm,
         const int64_t P = grad.shape(0);
         GilReleased release;  // safe: grad is checked and held by this frame
         return rnnkit::clip_gradient(g, P, clip_norm, clip_value);
-    });
+    }, "grad");
 }
 
 void check_lr(double lr) {

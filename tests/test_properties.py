@@ -373,6 +373,8 @@ CORE_BAD_KINDS = {
         a["params"], a["H"], a["O"], True, "tanh", False)),
     "list instead of array": ("X", TypeError, lambda a: _core.forward(
         a["X"].tolist(), None, a["params"], a["H"], a["O"], True, "tanh", False)),
+    "gradient not float": ("grad must be a numpy array of float32 or float64", TypeError,
+                           lambda a: _core.clip(a["grad"].astype(np.int64), 1.0, None)),
     "in-place array not contiguous": ("params", ValueError, lambda a: _core.sgd_step(
         np.repeat(a["params"], 2)[::2], a["grad"], None, 0.1, 0.0, 0.0)),
     "in-place array read-only": ("grad", ValueError, lambda a: _core.clip(
@@ -448,4 +450,4 @@ def test_core_never_crashes_on_arbitrary_arrays(shape, dtype, fn, slot):
 
 
 def test_the_number_of_bad_input_kinds_is_recorded():
-    assert (len(BAD_INPUT_KINDS), len(CORE_BAD_KINDS), len(SCALAR_KINDS)) == (24, 11, 6)
+    assert (len(BAD_INPUT_KINDS), len(CORE_BAD_KINDS), len(SCALAR_KINDS)) == (24, 12, 6)

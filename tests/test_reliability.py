@@ -203,7 +203,8 @@ def test_a_custom_sigint_handler_is_called_between_updates(backend):
     returns lets training go on. (Two Ctrl-Cs before the first is honoured: the hung-callback
     test; Python itself merges signals that arrive before it looks.)"""
     rng = np.random.default_rng(4)
-    X, Y = rng.normal(size=(2048, 60, 3)), rng.normal(size=(2048, 1))
+    N = 2048 if backend == "cpp" else 128   # a one-minibatch epoch of well over 0.1 s
+    X, Y = rng.normal(size=(N, 60, 3)), rng.normal(size=(N, 1))
     calls = []
 
     def raising(signum, frame):
@@ -215,7 +216,7 @@ def test_a_custom_sigint_handler_is_called_between_updates(backend):
         timer, _ = _interrupt_soon("kill", 0.1)
         try:
             with pytest.raises(_Stop) as info:
-                model.fit(X, Y, epochs=100, batch_size=2048, optimizer=rnnkit.Adam(),
+                model.fit(X, Y, epochs=100, batch_size=N, optimizer=rnnkit.Adam(),
                           shuffle=False)
         finally:
             timer.cancel()
@@ -223,8 +224,7 @@ def test_a_custom_sigint_handler_is_called_between_updates(backend):
         steps = model.optimizer.step_count             # one update an epoch
         assert steps >= 1 and len(model.history["loss"]) == steps
         replay = rnnkit.RNN(3, 128, 1, seed=0, backend=backend)
-        replay.fit(X, Y, epochs=steps, batch_size=2048, optimizer=rnnkit.Adam(),
-                   shuffle=False)
+        replay.fit(X, Y, epochs=steps, batch_size=N, optimizer=rnnkit.Adam(), shuffle=False)
         assert _state(model) == _state(replay)
         assert signal.getsignal(signal.SIGINT) is raising
 
@@ -233,7 +233,7 @@ def test_a_custom_sigint_handler_is_called_between_updates(backend):
         model = rnnkit.RNN(3, 128, 1, seed=0, backend=backend)
         timer, _ = _interrupt_soon("kill", 0.1)
         try:
-            hist = model.fit(X, Y, epochs=3, batch_size=256, shuffle=False)
+            hist = model.fit(X, Y, epochs=3, batch_size=N // 8, shuffle=False)
         finally:
             timer.cancel()
         assert calls == [signal.SIGINT] and len(hist["loss"]) == 3
