@@ -779,8 +779,8 @@ PYBIND11_MODULE(_core, m) {
     m.def("_plain_loops", &rnnkit::plain_loops, "Whether the plain loops are in use.");
     m.def("_kept_scratch_bytes", [] { return rnnkit::kept_blocks().kept_bytes(); },
           "Test aid: the bytes of scratch kept for the next call (buffer.h).");
-    m.def("_set_kept_scratch_limit",
+    m.def("set_scratch_cache_limit",
           [](size_t limit) { return rnnkit::kept_blocks().set_limit(limit); }, py::arg("limit"),
-          "Test aid: sets the limit on the bytes of scratch kept for the next call (256 MiB; "
-          "buffer.h), freeing kept blocks to meet it; returns the former limit.");
+          "Sets the limit on the bytes of scratch kept for the next call (256 MiB; buffer.h), "
+          "freeing kept blocks to meet it; returns the former limit.");
 }

@@ -13,14 +13,43 @@
 #include <pthread.h>
 #include <sys/mman.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#define RNNKIT_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RNNKIT_ASAN 1
+#endif
+#endif
+#ifdef RNNKIT_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
 namespace rnnkit {
+
+// Under AddressSanitizer, memory a kept block holds that no Buffer uses is poisoned, so that a
+// use after a Buffer's end or beyond its size is reported as if the block had been freed.
+inline void poison(void* p, size_t bytes) {
+#ifdef RNNKIT_ASAN
+    ASAN_POISON_MEMORY_REGION(p, bytes);
+#else
+    (void)p, (void)bytes;
+#endif
+}
+inline void unpoison(void* p, size_t bytes) {
+#ifdef RNNKIT_ASAN
+    ASAN_UNPOISON_MEMORY_REGION(p, bytes);
+#else
+    (void)p, (void)bytes;
+#endif
+}
 
 // The huge-page scratch blocks of the last calls, kept for the next ones. A block freed to the
 // system and mapped again by the next call (the next epoch of fit, the next predict) has every
 // page cleared by the kernel when first touched again: about 3% of a W3 epoch here. At most
-// kMaxBlocks blocks of together at most limit() bytes (256 MiB) are kept, the largest first; one
-// that does not fit is freed. (MADV_FREE on a kept block, to let the kernel take it back under
-// pressure, made the kernel clear its pages again on reuse here: not used.) Thread-safe.
+// kMaxBlocks blocks of together at most the limit (256 MiB; rnnkit.set_scratch_cache_limit)
+// are kept, the largest first; one that does not fit is freed, and so are all of them when an
+// allocation fails. (MADV_FREE on a kept block, to let the kernel take it back under pressure,
+// made the kernel clear its pages again on reuse here: not used.) Thread-safe.
 class KeptBlocks {
 public:
     static constexpr int kMaxBlocks = 4;
@@ -51,6 +80,7 @@ public:
             if (blocks_[i].bytes < bytes) room += blocks_[i].bytes, ++slots;
         if (bytes > room || slots == 0) return false;
         while (count_ == kMaxBlocks || total_ + bytes > limit_) free_smallest();
+        poison(p, bytes);
         blocks_[count_++] = {p, bytes};
         total_ += bytes;
         return true;
@@ -62,6 +92,12 @@ public:
         while (total_ > limit) free_smallest();
         std::swap(limit, limit_);
         return limit;
+    }
+
+    // Frees every kept block (the limit stays).
+    void free_all() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        while (count_ > 0) free_smallest();
     }
 
     void lock() { mutex_.lock(); }   // for fork() (kept_blocks)
@@ -77,6 +113,7 @@ private:
         int smallest = 0;
         for (int i = 1; i < count_; ++i)
             if (blocks_[i].bytes < blocks_[smallest].bytes) smallest = i;
+        unpoison(blocks_[smallest].p, blocks_[smallest].bytes);
         std::free(blocks_[smallest].p);
         total_ -= blocks_[smallest].bytes;
         blocks_[smallest] = blocks_[--count_];
@@ -124,11 +161,18 @@ public:
         if (bytes >= huge / 2) {
             size_t rounded = (bytes + huge - 1) / huge * huge;
             data_.reset(static_cast<Real*>(kept_blocks().take(rounded)));   // or a larger one
-            if (!data_) {
-                data_.reset(static_cast<Real*>(std::aligned_alloc(huge, rounded)));
+            if (data_) {
+                unpoison(data_.get(), bytes);
+            } else {
+                void* p = std::aligned_alloc(huge, rounded);
+                if (!p) {   // the kept blocks' memory may be what it lacks
+                    kept_blocks().free_all();
+                    p = std::aligned_alloc(huge, rounded);
+                }
 #ifdef MADV_HUGEPAGE
-                if (data_) madvise(data_.get(), rounded, MADV_HUGEPAGE);
+                if (p) madvise(p, rounded, MADV_HUGEPAGE);
 #endif
+                data_.reset(static_cast<Real*>(p));
             }
             data_.get_deleter().kept_bytes = rounded;
         } else {

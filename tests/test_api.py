@@ -648,6 +648,52 @@ def test_sgd_momentum_set_after_training_starts_its_buffer(backend, tmp_path):
     assert np.array_equal(loaded.optimizer.state["momentum_buffer"], buffer)
 
 
+def test_sgd_momentum_set_by_a_callback_or_before_save(backend, tmp_path):
+    """Momentum set by a callback between epochs (a schedule) is used from the next epoch, its
+    buffer starting at zero; set after the last update, save writes that zero buffer and load
+    takes the file (a review found both refused: the next epoch, and load)."""
+    X, Y = _data()
+
+    def start_momentum(epoch, logs):
+        if epoch == 0:
+            opt.momentum = 0.9
+    a, b = _model(backend), _model(backend)
+    opt = rnnkit.SGD(lr=0.05)
+    a.fit(X, Y, epochs=3, batch_size=4, optimizer=opt, shuffle=False,
+          callbacks=[start_momentum])
+    b.fit(X, Y, epochs=1, batch_size=4, optimizer=rnnkit.SGD(lr=0.05), shuffle=False)
+    b.fit(X, Y, epochs=2, batch_size=4, optimizer=rnnkit.SGD(lr=0.05, momentum=0.9),
+          shuffle=False)
+    for name, w in a.weights.items():
+        assert w.tobytes() == b.weights[name].tobytes(), name
+
+    c = _model(backend)
+    c.fit(X, Y, epochs=1, batch_size=4, optimizer=rnnkit.SGD(lr=0.05), shuffle=False)
+    c.optimizer.momentum = 0.5
+    c.save(tmp_path / "c.npz")
+    loaded = rnnkit.load(tmp_path / "c.npz")
+    assert not loaded.optimizer.state["momentum_buffer"].any()
+    for model in (c, loaded):
+        model.fit(X, Y, epochs=1, batch_size=4, shuffle=False)
+    for name, w in c.weights.items():
+        assert w.tobytes() == loaded.weights[name].tobytes(), name
+
+
+def test_an_sgd_pickled_by_the_previous_release_unpickles_and_trains():
+    """rnnkit 0.1.0 before this change pickled an SGD with its state names as an attribute
+    (the dict below is such a pickle's); the method that replaced it must not be shadowed."""
+    old = rnnkit.SGD.__new__(rnnkit.SGD)
+    old.__setstate__({"state": {}, "step_count": 0, "_owner": None, "lr": 0.1,
+                      "momentum": 0.9, "weight_decay": 0.0,
+                      "_state_names": ("momentum_buffer",)})
+    X, Y = _data()
+    model = _model("cpp")
+    model.fit(X, Y, epochs=1, batch_size=2, optimizer=old)
+    assert old.step_count == 2 and "momentum_buffer" in old.state
+    with pytest.raises(AttributeError, match="lr"):
+        rnnkit.SGD.__new__(rnnkit.SGD).lr
+
+
 def test_optimizer_bound_to_another_model_size(backend):
     X, Y = _data()
     opt = rnnkit.Adam()

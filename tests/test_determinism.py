@@ -123,8 +123,9 @@ print(b"".join(w.tobytes() for w in model.weights.values()).hex(), model.predict
 
 def test_scratch_kept_from_other_calls_changes_nothing_and_stays_within_its_limit(capsys):
     """The core keeps the large scratch blocks of a call for the next one (buffer.h). A run on
-    blocks dirty from other networks gives bitwise what a fresh process gives; and the kept
-    bytes stay within the limit (256 MiB; lowered here to see it met)."""
+    blocks dirty from other networks gives bitwise what a fresh process gives; the kept bytes
+    stay within the limit (256 MiB; lowered here to see it met); limit 0 frees and keeps
+    none."""
     from rnnkit import _core
 
     out = subprocess.run([sys.executable, "-c", _KEPT_SCRATCH_RUN], capture_output=True,
@@ -138,14 +139,22 @@ def test_scratch_kept_from_other_calls_changes_nothing_and_stays_within_its_limi
     exec(_KEPT_SCRATCH_RUN, {})
     assert capsys.readouterr().out.splitlines() == [fresh]
 
-    former = _core._set_kept_scratch_limit(6 << 20)
+    former = rnnkit.set_scratch_cache_limit(6 << 20)
     try:
         assert former == 256 << 20
         assert _core._kept_scratch_bytes() <= 6 << 20
         exec(_KEPT_SCRATCH_RUN, {})       # its blocks (2 to 12 MiB): not all of them fit
+        capsys.readouterr()
         assert 0 < _core._kept_scratch_bytes() <= 6 << 20
+        assert rnnkit.set_scratch_cache_limit(0) == 6 << 20
+        assert _core._kept_scratch_bytes() == 0
+        exec(_KEPT_SCRATCH_RUN, {})       # none kept now
+        assert capsys.readouterr().out.splitlines() == [fresh]
+        assert _core._kept_scratch_bytes() == 0
     finally:
-        _core._set_kept_scratch_limit(former)
+        rnnkit.set_scratch_cache_limit(former)
+    with pytest.raises(ValueError, match="nbytes"):
+        rnnkit.set_scratch_cache_limit(-1)
 
 
 # ----------------------------------------------------------------------------- save / load

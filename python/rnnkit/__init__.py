@@ -11,7 +11,8 @@ from . import callbacks, data
 from ._faults import DivergenceError, ModelInUseError
 from .callbacks import EarlyStopping, History, ModelCheckpoint
 from .layout import param_count, param_layout, param_views
-from .model import GRU, LSTM, RNN, Recurrent, get_num_threads, load, set_num_threads
+from .model import (GRU, LSTM, RNN, Recurrent, get_num_threads, load, set_num_threads,
+                    set_scratch_cache_limit)
 from .optimizers import SGD, Adam, Optimizer
 
 __version__ = "0.1.0"
@@ -38,4 +39,4 @@ def __dir__() -> _List[str]:
 __all__ = ["Recurrent", "RNN", "GRU", "LSTM", "SGD", "Adam", "Optimizer", "load", "History",
            "EarlyStopping", "ModelCheckpoint", "DivergenceError", "ModelInUseError", "callbacks", "data",
            "reference", "param_layout", "param_count", "param_views", "set_num_threads",
-           "get_num_threads", "__version__"]
+           "get_num_threads", "set_scratch_cache_limit", "__version__"]

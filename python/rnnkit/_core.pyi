@@ -103,9 +103,9 @@ def _plain_loops() -> bool:
 def _kept_scratch_bytes() -> int:
     """Test aid: the bytes of scratch kept for the next call (buffer.h)."""
 
-def _set_kept_scratch_limit(limit: int) -> int:
-    """Test aid: sets the limit on the kept scratch bytes (256 MiB), freeing kept blocks to meet
-    it; returns the former limit."""
+def set_scratch_cache_limit(limit: int) -> int:
+    """Sets the limit on the scratch bytes kept for the next call (256 MiB), freeing kept blocks
+    to meet it; returns the former limit."""
 
 def _fma_peak_gflops(dtype: str, seconds: float, threads: int = 1) -> float:
     """Benchmark aid: the measured FMA peak (GFLOP/s) of `threads` threads, "float32"/"float64"."""

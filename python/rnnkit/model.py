@@ -60,6 +60,17 @@ def get_num_threads() -> int:
     return int(_backend_module("cpp").get_num_threads())
 
 
+def set_scratch_cache_limit(nbytes: int) -> int:
+    """Keep at most ``nbytes`` of the C++ core's scratch memory from one call for the next
+    (default 256 MiB), and return the former limit. A call's large scratch blocks (1 MiB and
+    more: a minibatch's hidden states, the backward pass's work space) are kept rather than
+    returned to the system, since the system would clear every page of them again at the next
+    call (``fit`` calls the core once an epoch; ~3% of a large epoch). They stay after ``fit``
+    returns, at most 4 of them, together at most the limit; ``set_scratch_cache_limit(0)`` frees
+    them and keeps none from then on."""
+    return int(_backend_module("cpp").set_scratch_cache_limit(check_int(nbytes, "nbytes", 0)))
+
+
 def _allocate_params(config: Dict[str, Any]) -> np.ndarray:
     """The flat parameter buffer for a configuration; MemoryError naming the sizes when it
     cannot be allocated."""
@@ -650,6 +661,8 @@ class Recurrent:
                         return guard.keep_going(done) and (progress is None or
                                                            progress(done) is not False)
 
+                    # state a callback's change of a hyperparameter needs (SGD's momentum)
+                    opt._start_state(self._params.size, self._params.dtype)
                     # a second Ctrl-C, too, waits for the minibatch and the step count
                     with guard.critical():
                         losses, opt.step_count, status, error = self._backend.train_epoch(
@@ -704,6 +717,8 @@ class Recurrent:
             "rng_state": np.array(json.dumps(self._rng.bit_generator.state)),
         }
         if self.optimizer is not None:
+            # (SGD's momentum set since the last update: its buffer, zero, as the next fit's)
+            self.optimizer._start_state(self._params.size, self._params.dtype)
             arrays["optimizer"] = np.array(json.dumps(
                 {"config": self.optimizer.config(), "step_count": self.optimizer.step_count}))
             for name, buf in self.optimizer.state.items():

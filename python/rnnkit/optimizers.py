@@ -4,8 +4,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Generic, Optional, Tuple, TypeVar, overload
 
 import numpy as np
 
@@ -16,7 +17,19 @@ __all__ = ["Optimizer", "SGD", "Adam", "optimizer_from_config"]
 _bind_lock = threading.Lock()
 
 
-class _Checked:
+def _new_bind_lock() -> None:
+    """A forked child gets a free lock (another thread may have held it at the fork)."""
+    global _bind_lock
+    _bind_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_bind_lock)
+
+_T = TypeVar("_T")
+
+
+class _Checked(Generic[_T]):
     """A real hyperparameter checked whenever it is set: in the constructor and after it (a
     learning-rate schedule sets ``opt.lr``), so that a bad value is refused where it is given,
     by both backends alike, rather than in a later fit."""
@@ -27,14 +40,25 @@ class _Checked:
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
+    @overload
+    def __get__(self, obj: None, objtype: Optional[type] = None) -> "_Checked[_T]": ...
+
+    @overload
+    def __get__(self, obj: object, objtype: Optional[type] = None) -> _T: ...
+
     def __get__(self, obj: Optional[object], objtype: Optional[type] = None) -> Any:
-        return self if obj is None else obj.__dict__[self.name]
+        if obj is None:
+            return self
+        try:
+            return obj.__dict__[self.name]
+        except KeyError:
+            raise AttributeError(f"{type(obj).__name__} has no {self.name} yet") from None
 
     def __set__(self, obj: object, value: Any) -> None:
         obj.__dict__[self.name] = check_float(value, self.name, **self.limits)
 
 
-class _CheckedBetas(_Checked):
+class _CheckedBetas(_Checked[Tuple[float, float]]):
     """Adam's (beta1, beta2), each in [0, 1), checked whenever set."""
 
     def __set__(self, obj: object, value: Any) -> None:
@@ -71,10 +95,22 @@ class Optimizer:
                     raise ValueError(
                         f"optimizer holds state for {buf.shape[0]} {buf.dtype} parameters, but "
                         f"the model has {size} {np.dtype(dtype)} parameters; use a new optimizer")
-            for n in self._state_names():
-                self.state.setdefault(n, np.zeros(size, dtype=dtype))
+            self._start_state(size, dtype)
             if owner is not None:
                 self._owner = owner
+
+    def _start_state(self, size: int, dtype: np.dtype) -> None:
+        """Zero state buffers for those the next update uses and the optimizer does not hold
+        yet: all of them at first; SGD's momentum buffer when momentum was set since (by a
+        callback between epochs, too)."""
+        for n in self._state_names():
+            self.state.setdefault(n, np.zeros(size, dtype=dtype))
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        """Unpickling; also of an optimizer pickled by rnnkit 0.1.0 before SGD's state names
+        followed its momentum (its pickle holds them as an attribute)."""
+        state.pop("_state_names", None)
+        self.__dict__.update(state)
 
     def __getstate__(self) -> Dict[str, Any]:
         """Pickle and copy support: a copy belongs to no model until one binds it (a model's
@@ -115,9 +151,9 @@ class SGD(Optimizer):
     """
 
     name = "sgd"
-    lr = _Checked(low=0.0, low_open=True)
-    momentum = _Checked(low=0.0)
-    weight_decay = _Checked(low=0.0)
+    lr = _Checked[float](low=0.0, low_open=True)
+    momentum = _Checked[float](low=0.0)
+    weight_decay = _Checked[float](low=0.0)
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0):
         super().__init__()
@@ -154,12 +190,12 @@ class Adam(Optimizer):
     """Adam with bias correction, as ``torch.optim.Adam(lr, betas, eps, weight_decay)``."""
 
     name = "adam"
-    lr = _Checked(low=0.0, low_open=True)
+    lr = _Checked[float](low=0.0, low_open=True)
     betas = _CheckedBetas()
     # eps = 0 is allowed, as in PyTorch (and in saved models): a parameter whose gradient has
     # been 0 is then updated by 0 / 0, which fit reports (DivergenceError)
-    eps = _Checked(low=0.0)
-    weight_decay = _Checked(low=0.0)
+    eps = _Checked[float](low=0.0)
+    weight_decay = _Checked[float](low=0.0)
 
     def __init__(self, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0):
