@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     except ImportError as exc:
         print(f"this example needs scikit-learn and dask.distributed: "
               f"pip install \".[dask]\" ({exc})", file=sys.stderr)
-        return 2
+        return 1
     from rnnkit.sklearn import RNNRegressor
 
     X, y = make_data()

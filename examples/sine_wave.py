@@ -45,7 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--activation", choices=["tanh", "sigmoid", "relu"], default="tanh")
     p.add_argument("--epochs", type=at_least(1), default=25)
     p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    p.add_argument("--lr", type=positive, default=None,
+    p.add_argument("--lr", type=positive, default=argparse.SUPPRESS,
                    help="learning rate (default: 0.01 for sgd, 0.001 for adam)")
     p.add_argument("--backend", choices=["cpp", "reference"], default="cpp")
     p.add_argument("--seed", type=int, default=0, help="seeds the weights and the shuffling")
@@ -53,7 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="where to save the plot (needs matplotlib)")
     p.add_argument("--no-plot", action="store_true", help="do not plot")
     args = p.parse_args(argv)
-    if args.lr is None:
+    if "lr" not in vars(args):   # (not given: the optimizer's own default)
         args.lr = 0.01 if args.optimizer == "sgd" else 0.001
     check_plot_path(p, args)
     return args

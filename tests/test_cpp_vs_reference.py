@@ -123,7 +123,8 @@ def test_clip_matches(dtype, clip_norm, clip_value):
     if clip_norm is None and clip_value is None:
         assert np.array_equal(g_cpp, g)
     if clip_value is not None:
-        assert np.max(np.abs(g_cpp)) <= clip_value
+        assert np.max(np.abs(g_cpp)) <= dtype(clip_value)   # (NumPy 1.x would compare a
+        # float32 scalar with a Python float in float64, where float32(0.1) > 0.1)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -159,16 +159,18 @@ def test_real_series_plot_or_message(tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_real_series_without_statsmodels_exits_1(tmp_path):
-    """With statsmodels unimportable (a stand-in package that raises ImportError on import,
+@pytest.mark.parametrize("name, blocked, extra", [("real_series.py", "statsmodels", "examples"),
+                                                  ("dask_sweep.py", "dask", "dask")])
+def test_an_example_without_its_optional_package_exits_1(tmp_path, name, blocked, extra):
+    """With the package unimportable (a stand-in package that raises ImportError on import,
     first on the path, before the site-packages an installed rnnkit lives in), the example
-    fails with status 1 and says what to install."""
-    blocker = tmp_path / "blocked" / "statsmodels"
+    fails with status 1 (not argparse's 2, a usage error) and says what to install."""
+    blocker = tmp_path / "blocked" / blocked
     blocker.mkdir(parents=True)
-    (blocker / "__init__.py").write_text("raise ImportError('statsmodels blocked by the test')\n")
+    (blocker / "__init__.py").write_text(f"raise ImportError('{blocked} blocked by the test')\n")
     work = tmp_path / "work"
     work.mkdir()
-    proc = run_example("real_series.py", "--no-plot", cwd=work, path_first=[blocker.parent])
+    proc = run_example(name, "--no-plot", cwd=work, path_first=[blocker.parent])
     assert proc.returncode == 1, explain(proc)
-    assert 'pip install ".[examples]"' in proc.stderr, explain(proc)
-    assert "| RNN |" not in proc.stdout
+    assert f'pip install ".[{extra}]"' in proc.stderr, explain(proc)
+    assert proc.stdout == "", explain(proc)
