@@ -43,6 +43,40 @@ inline void unpoison(void* p, size_t bytes) {
 #endif
 }
 
+// A block of `bytes` (a multiple of 2 MiB) on a 2 MiB boundary, asked for as huge pages; nullptr
+// if it cannot be had. Mapped on its own (not from the heap), so that freeing it gives its
+// address space back to the system at once; under AddressSanitizer from aligned_alloc, which
+// it guards.
+constexpr size_t kHugePage = size_t(2) << 20;
+
+inline void* allocate_huge(size_t bytes) {
+#ifdef RNNKIT_ASAN
+    void* p = std::aligned_alloc(kHugePage, bytes);
+#else
+    const size_t len = bytes + kHugePage;   // then the slack before the boundary is unmapped
+    void* m = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return nullptr;
+    const uintptr_t start = uintptr_t(m), p_at = (start + kHugePage - 1) / kHugePage * kHugePage;
+    if (p_at > start) munmap(m, p_at - start);
+    if (start + len > p_at + bytes) munmap(reinterpret_cast<void*>(p_at + bytes),
+                                           start + len - (p_at + bytes));
+    void* p = reinterpret_cast<void*>(p_at);
+#endif
+#ifdef MADV_HUGEPAGE
+    if (p) madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
+inline void free_huge(void* p, size_t bytes) {
+#ifdef RNNKIT_ASAN
+    (void)bytes;
+    std::free(p);
+#else
+    munmap(p, bytes);
+#endif
+}
+
 // The huge-page scratch blocks of the last calls, kept for the next ones. A block freed to the
 // system and mapped again by the next call (the next epoch of fit, the next predict) has every
 // page cleared by the kernel when first touched again: about 3% of a W3 epoch here. At most
@@ -70,7 +104,7 @@ public:
         return p;
     }
 
-    // Keeps the block p of `bytes` (allocated by std::aligned_alloc), freeing smaller kept blocks
+    // Keeps the block p of `bytes` (from allocate_huge), freeing smaller kept blocks
     // to make room if need be, and returns true; or returns false, and the caller frees it.
     bool keep(void* p, size_t bytes) {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -114,7 +148,7 @@ private:
         for (int i = 1; i < count_; ++i)
             if (blocks_[i].bytes < blocks_[smallest].bytes) smallest = i;
         unpoison(blocks_[smallest].p, blocks_[smallest].bytes);
-        std::free(blocks_[smallest].p);
+        free_huge(blocks_[smallest].p, blocks_[smallest].bytes);
         total_ -= blocks_[smallest].bytes;
         blocks_[smallest] = blocks_[--count_];
     }
@@ -157,24 +191,20 @@ class Buffer {
 public:
     explicit Buffer(int64_t n) {
         const size_t bytes = size_t(std::max<int64_t>(n, 1)) * sizeof(Real);
-        constexpr size_t huge = size_t(2) << 20;
-        if (bytes >= huge / 2) {
-            size_t rounded = (bytes + huge - 1) / huge * huge;
+        if (bytes >= kHugePage / 2) {
+            size_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
             data_.reset(static_cast<Real*>(kept_blocks().take(rounded)));   // or a larger one
             if (data_) {
                 unpoison(data_.get(), bytes);
             } else {
-                void* p = std::aligned_alloc(huge, rounded);
+                void* p = allocate_huge(rounded);
                 if (!p) {   // the kept blocks' memory may be what it lacks
                     kept_blocks().free_all();
-                    p = std::aligned_alloc(huge, rounded);
+                    p = allocate_huge(rounded);
                 }
-#ifdef MADV_HUGEPAGE
-                if (p) madvise(p, rounded, MADV_HUGEPAGE);
-#endif
                 data_.reset(static_cast<Real*>(p));
             }
-            data_.get_deleter().kept_bytes = rounded;
+            data_.get_deleter().huge_bytes = rounded;
         } else {
             constexpr size_t line = 64;   // aligned_alloc wants a multiple of the alignment
             const size_t rounded = (bytes + line - 1) / line * line;
@@ -190,9 +220,12 @@ public:
 
 private:
     struct Free {
-        size_t kept_bytes = 0;   // a huge-page block's size: offered to kept_blocks()
+        size_t huge_bytes = 0;   // a huge-page block's size: offered to kept_blocks()
         void operator()(Real* p) const {
-            if (kept_bytes == 0 || !kept_blocks().keep(p, kept_bytes)) std::free(p);
+            if (huge_bytes == 0)
+                std::free(p);
+            else if (!kept_blocks().keep(p, huge_bytes))
+                free_huge(p, huge_bytes);
         }
     };
     std::unique_ptr<Real, Free> data_;

@@ -522,6 +522,36 @@ def test_a_forked_child_trains_on_its_own_worker_pool():
     assert result.stdout.strip().splitlines()[-1] == "child: 1"
 
 
+_KEPT_SCRATCH_LIMITED_SCRIPT = """
+import resource, sys, numpy as np, rnnkit
+rng = np.random.default_rng(0)
+X = rng.normal(size=(512, 200, 1)); Y = rng.normal(size=(512, 200, 1))
+used = int(open("/proc/self/statm").read().split()[0]) * 4096
+resource.setrlimit(resource.RLIMIT_AS, (used + (400 << 20), resource.RLIM_INFINITY))
+first = rnnkit.LSTM(1, 128, 1, seed=0, return_sequences=True)
+first.fit(X, Y, epochs=1, batch_size=64)   # its scratch blocks are kept: 178 MiB
+del first
+second = rnnkit.LSTM(1, 128, 1, seed=0, return_sequences=True)
+second.fit(X, Y, epochs=1, batch_size=100)
+print("second fit: done")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc: Linux")
+@pytest.mark.skipif("asan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="AddressSanitizer reserves terabytes of address space")
+def test_kept_scratch_gives_way_to_an_allocation_that_needs_its_memory():
+    """Under a memory limit (here the address space, 400 MiB above the data), a fit that needs
+    the memory of the scratch blocks kept from an earlier one gets it: the core frees them and
+    asks again, rather than raising MemoryError (as it did when a review found it, with the
+    blocks still held, or freed to the heap, whose address space stays with the process)."""
+    result = subprocess.run([sys.executable] + (["-S"] if sys.flags.no_site else [])
+                            + ["-c", _KEPT_SCRATCH_LIMITED_SCRIPT], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "second fit: done" in result.stdout
+
+
 _DAEMON_SCRIPT = """
 import threading, time, numpy as np, rnnkit
 X = np.random.default_rng(0).normal(size=(256, 50, 1)); Y = X[:, -1]
