@@ -192,6 +192,7 @@ public:
     explicit Buffer(int64_t n) {
         const size_t bytes = size_t(std::max<int64_t>(n, 1)) * sizeof(Real);
         if (bytes >= kHugePage / 2) {
+            if (bytes > std::numeric_limits<size_t>::max() - kHugePage) throw std::bad_alloc();
             size_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
             data_.reset(static_cast<Real*>(kept_blocks().take(rounded)));   // or a larger one
             if (data_) {

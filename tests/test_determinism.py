@@ -153,8 +153,9 @@ def test_scratch_kept_from_other_calls_changes_nothing_and_stays_within_its_limi
         assert _core._kept_scratch_bytes() == 0
     finally:
         rnnkit.set_scratch_cache_limit(former)
-    with pytest.raises(ValueError, match="nbytes"):
-        rnnkit.set_scratch_cache_limit(-1)
+    for bad in (-1, 2**64):
+        with pytest.raises(ValueError, match="nbytes"):
+            rnnkit.set_scratch_cache_limit(bad)
 
 
 # ----------------------------------------------------------------------------- save / load

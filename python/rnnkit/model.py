@@ -68,7 +68,8 @@ def set_scratch_cache_limit(nbytes: int) -> int:
     call (``fit`` calls the core once an epoch; ~3% of a large epoch). They stay after ``fit``
     returns, at most 4 of them, together at most the limit; ``set_scratch_cache_limit(0)`` frees
     them and keeps none from then on."""
-    return int(_backend_module("cpp").set_scratch_cache_limit(check_int(nbytes, "nbytes", 0)))
+    return int(_backend_module("cpp").set_scratch_cache_limit(
+        check_int(nbytes, "nbytes", 0, maximum=2**64 - 1)))
 
 
 def _allocate_params(config: Dict[str, Any]) -> np.ndarray:
