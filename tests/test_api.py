@@ -620,6 +620,11 @@ def test_optimizer_hyperparameters_are_checked_when_set_after_construction(kind,
     assert opt.lr == 0.5 and opt.config()["lr"] == 0.5
 
 
+def _assert_weights_bitwise_equal(a, b):
+    for name, w in a.weights.items():
+        assert w.tobytes() == b.weights[name].tobytes(), name
+
+
 def test_sgd_momentum_set_after_training_starts_its_buffer(backend, tmp_path):
     """Momentum set on an SGD that trained without: the next fit starts the momentum buffer
     at zero, the updates of a new SGD(momentum=...); set back to 0 the buffer is kept, unused,
@@ -634,8 +639,7 @@ def test_sgd_momentum_set_after_training_starts_its_buffer(backend, tmp_path):
     a.fit(X, Y, epochs=2, batch_size=4, shuffle=False)
     b.fit(X, Y, epochs=2, batch_size=4, optimizer=rnnkit.SGD(lr=0.05, momentum=0.9),
           shuffle=False)
-    for name, w in a.weights.items():
-        assert w.tobytes() == b.weights[name].tobytes(), name
+    _assert_weights_bitwise_equal(a, b)
     assert opt.state["momentum_buffer"].tobytes() == \
         b.optimizer.state["momentum_buffer"].tobytes()
     opt.momentum = 0.0
@@ -664,8 +668,7 @@ def test_sgd_momentum_set_by_a_callback_or_before_save(backend, tmp_path):
     b.fit(X, Y, epochs=1, batch_size=4, optimizer=rnnkit.SGD(lr=0.05), shuffle=False)
     b.fit(X, Y, epochs=2, batch_size=4, optimizer=rnnkit.SGD(lr=0.05, momentum=0.9),
           shuffle=False)
-    for name, w in a.weights.items():
-        assert w.tobytes() == b.weights[name].tobytes(), name
+    _assert_weights_bitwise_equal(a, b)
 
     c = _model(backend)
     c.fit(X, Y, epochs=1, batch_size=4, optimizer=rnnkit.SGD(lr=0.05), shuffle=False)
@@ -675,8 +678,7 @@ def test_sgd_momentum_set_by_a_callback_or_before_save(backend, tmp_path):
     assert not loaded.optimizer.state["momentum_buffer"].any()
     for model in (c, loaded):
         model.fit(X, Y, epochs=1, batch_size=4, shuffle=False)
-    for name, w in c.weights.items():
-        assert w.tobytes() == loaded.weights[name].tobytes(), name
+    _assert_weights_bitwise_equal(c, loaded)
 
 
 def test_an_sgd_pickled_by_the_previous_release_unpickles_and_trains():
