@@ -111,12 +111,14 @@ def test_run_py_end_to_end_tiny(tmp_path):
     assert out.stdout.count("| W1 float64 | 1 | NumPy loop (hand-written) |") == 2
     # the side-by-side table: one row for the one target this run measures, both runs filled
     side = out.stdout.split("targets in each of the 2 runs")[1]
-    assert "| target (bold: met) | run 1 | run 2 | met in |" in side
+    assert "| target (bold: met) | run 1 | run 2 | met in | needs (% of FMA peak) |" in side
     row = next(line for line in side.splitlines() if line.startswith("| W1, 1 thread(s)"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert "NumPy loop" in cells[0]
     assert all(c.strip("*").endswith("×") and float(c.strip("*")[:-1]) > 0 for c in cells[1:3])
     assert cells[3] == f"{sum(c.startswith('**') for c in cells[1:3])} of 2"
+    needs = cells[4].split(" / ")
+    assert len(needs) == 2 and all(n.endswith("%") and float(n[:-1]) > 0 for n in needs)
     saved = json.loads((tmp_path / "r.json").read_text())
     assert len(saved["runs"]) == 2 and saved["sessions"] == saved["runs"][-1]["sessions"]
     assert [r["errors"] for r in saved["runs"]] == [[], []] and saved["errors"] == []
@@ -131,26 +133,32 @@ def test_runs_table_keeps_the_targets_order_and_counts_the_runs_that_measured_ea
     measured it."""
     import run
 
-    def session(peers):
+    def session(peers, peak_fraction=None):
         medians = {"rnnkit": 1.0, **peers}
-        return {"workload": "W1", "threads": 1,
-                "impls": {impl: {"median": t} for impl, t in medians.items()}}
+        impls = {impl: {"median": t} for impl, t in medians.items()}
+        impls["rnnkit"]["peak_fraction"] = peak_fraction
+        return {"workload": "W1", "threads": 1, "impls": impls}
 
     def process(wall):
         return [{"wall": wall, "maxrss_mib": 37.0, "status": 0}]
 
     runs = [{"sessions": [session({"numpy": 10.0})], "processes": process(0.45)},
-            {"sessions": [session({"numpy": 25.0, "jax": 2.5})], "processes": process(0.6)}]
+            {"sessions": [session({"numpy": 25.0, "jax": 3.0}, 0.5)], "processes": process(0.6)}]
     table = run.runs_table(runs)
-    assert table[0] == "| target (bold: met) | run 1 | run 2 | met in |"
+    assert table[0] == "| target (bold: met) | run 1 | run 2 | met in | needs (% of FMA peak) |"
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in table[2:]]
     assert [r[0] for r in rows] == [
         "W1, 1 thread(s): rnnkit ≥ 2× faster than JAX (jit)",
         "W1, 1 thread(s): rnnkit ≥ 20× faster than NumPy loop (hand-written)",
         "first example, whole process: ≤ 0.5 s and ≤ 80 MiB"]
-    assert rows[0][1:] == ["–", "**2.50×**", "1 of 1"]
-    assert rows[1][1:] == ["10.00×", "**25.00×**", "1 of 2"]
-    assert rows[2][1:] == ["**0.45 s, 37 MiB**", "0.60 s, 37 MiB", "1 of 2"]
+    # needs: rnnkit at 50% of the peak in 1 s; JAX's 3 s / 2 would be at 33%, NumPy's 25 s /
+    # 20 at 40%; run 1 measured no peak
+    assert rows[0][1:] == ["–", "**3.00×**", "1 of 1", "– / 33%"]
+    assert rows[1][1:] == ["10.00×", "**25.00×**", "1 of 2", "– / 40%"]
+    assert rows[2][1:] == ["**0.45 s, 37 MiB**", "0.60 s, 37 MiB", "1 of 2", "–"]
+    # one run's line of a ratio target: the epoch time the target allows and its peak fraction
+    line = next(l for l in run.target_lines(runs[1]["sessions"], []) if "JAX" in l)
+    assert line.endswith("3.00× — met (needs ≤ 1.5000 s/epoch, 33% of the FMA peak)")
 
 
 @pytest.mark.parametrize("name, cell, layers, G", [("W2-GRU", "gru", 1, 3),
