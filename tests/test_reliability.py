@@ -201,7 +201,10 @@ def test_a_custom_sigint_handler_is_called_between_updates(backend):
     step count stay together: it used to run as the C++ epoch returned, before fit took the
     step count, so the weights held an update the optimizer had not counted). A handler that
     returns lets training go on. (Two Ctrl-Cs before the first is honoured: the hung-callback
-    test; Python itself merges signals that arrive before it looks.)"""
+    test; Python itself merges signals that arrive before it looks.) The epochs' ends are
+    timed: the Ctrl-C must land inside the last epoch, after the one before it ended, so that
+    a machine fast enough to finish epochs before it fails here rather than test the case
+    between epochs instead."""
     rng = np.random.default_rng(4)
     N = 2048 if backend == "cpp" else 128   # a one-minibatch epoch of well over 0.1 s
     X, Y = rng.normal(size=(N, 60, 3)), rng.normal(size=(N, 1))
@@ -213,16 +216,21 @@ def test_a_custom_sigint_handler_is_called_between_updates(backend):
     old = signal.signal(signal.SIGINT, raising)
     try:
         model = rnnkit.RNN(3, 128, 1, seed=0, backend=backend)
-        timer, _ = _interrupt_soon("kill", 0.1)
+        ends = [time.perf_counter()]                   # fit's start, then each epoch's end
+        timer, sent = _interrupt_soon("kill", 0.1)
         try:
             with pytest.raises(_Stop) as info:
                 model.fit(X, Y, epochs=100, batch_size=N, optimizer=rnnkit.Adam(),
-                          shuffle=False)
+                          shuffle=False,
+                          callbacks=[lambda epoch, logs: ends.append(time.perf_counter())])
         finally:
             timer.cancel()
         assert calls == [signal.SIGINT] and info.value.history is model.history
         steps = model.optimizer.step_count             # one update an epoch
         assert steps >= 1 and len(model.history["loss"]) == steps
+        # the Ctrl-C landed in the last epoch: after the epoch before it had ended, and before
+        # the last one's end (its callback runs before the handler is called)
+        assert len(ends) == steps + 1 and ends[steps - 1] < sent[0] < ends[steps]
         replay = rnnkit.RNN(3, 128, 1, seed=0, backend=backend)
         replay.fit(X, Y, epochs=steps, batch_size=N, optimizer=rnnkit.Adam(), shuffle=False)
         assert _state(model) == _state(replay)
