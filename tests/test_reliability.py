@@ -249,6 +249,38 @@ def test_a_custom_sigint_handler_is_called_between_updates(backend):
         signal.signal(signal.SIGINT, old)
 
 
+@pytest.mark.parametrize("handler_raises", [False, True], ids=["returns", "raises"])
+def test_a_custom_handlers_pending_ctrl_c_is_delivered_when_fit_raises_its_own(backend,
+                                                                               handler_raises):
+    """A Ctrl-C that a custom handler has not yet been given when fit leaves with an exception
+    of its own (here a callback's, right after the Ctrl-C) is still handed to the handler
+    (it used to be dropped): the code's exception propagates if the handler returns, and is
+    the __context__ of the handler's if that raises."""
+    X, Y = _data()
+    calls = []
+
+    def handler(signum, frame):
+        calls.append(signum)
+        if handler_raises:
+            raise _Stop("stopped by the custom handler")
+
+    def callback(epoch, logs):
+        os.kill(os.getpid(), signal.SIGINT)          # recorded by fit, not yet delivered
+        raise ValueError("the callback's own error")
+
+    old = signal.signal(signal.SIGINT, handler)
+    try:
+        model = rnnkit.RNN(2, 4, 1, seed=0, backend=backend)
+        expected = _Stop if handler_raises else ValueError
+        with pytest.raises(expected) as info:
+            model.fit(X, Y, epochs=3, callbacks=[callback])
+        assert calls == [signal.SIGINT]
+        if handler_raises:
+            assert isinstance(info.value.__context__, ValueError)
+        assert signal.getsignal(signal.SIGINT) is handler
+    finally:
+        signal.signal(signal.SIGINT, old)
+
 def test_a_second_ctrl_c_interrupts_a_hung_callback_at_once(backend):
     """The first Ctrl-C waits for the next point between updates; a second one does not, so
     a callback (or validation pass) that hangs can still be stopped."""
@@ -360,6 +392,28 @@ def test_a_ctrl_c_landing_as_the_guard_exits_is_not_lost(monkeypatch):
     monkeypatch.setattr(signal, "signal", real)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
+
+
+def test_a_custom_handlers_ctrl_c_pending_at_the_guards_exit_leaves_the_handler_in_place():
+    """A custom handler's Ctrl-C recorded after the block's last safe point is delivered as
+    the block ends, and the handler stays installed (the guard used to put itself back in its
+    place then: the next Ctrl-C was only recorded, by a guard no longer there)."""
+    from rnnkit._faults import InterruptGuard
+    calls = []
+
+    def handler(signum, frame):
+        calls.append(signum)
+    old = signal.signal(signal.SIGINT, handler)
+    try:
+        with InterruptGuard():
+            os.kill(os.getpid(), signal.SIGINT)       # recorded: the first is not delivered
+            assert calls == []
+        assert calls == [signal.SIGINT]
+        assert signal.getsignal(signal.SIGINT) is handler
+        os.kill(os.getpid(), signal.SIGINT)           # the next goes to the handler itself
+        assert calls == [signal.SIGINT, signal.SIGINT]
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 @pytest.mark.parametrize("train_epoch", [_core.train_epoch, ref.train_epoch],
                          ids=["cpp", "reference"])

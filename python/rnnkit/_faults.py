@@ -55,7 +55,8 @@ class InterruptGuard:
     Under Python's default handler a Ctrl-C is a KeyboardInterrupt: ``stop_requested()`` is
     True at the next safe point, and leaving the block normally raises it unless the code
     raised its own. A custom Python handler in place instead is called at the next safe point,
-    once per Ctrl-C, with the signal's frame: training stops there only if it raises.
+    once per Ctrl-C, with the signal's frame: training stops there only if it raises; one still
+    pending when the block is left (normally or with the code's own exception) is called then.
 
     A second Ctrl-C before the first is honoured acts at once (every Ctrl-C recorded is
     delivered then, as without the guard), so that a callback or a validation pass that hangs
@@ -80,10 +81,11 @@ class InterruptGuard:
         if len(self._frames) >= 2 and not self._critical:
             self._deliver()
 
-    def _deliver(self) -> None:
+    def _deliver(self, leaving: bool = False) -> None:
         """Hand every recorded Ctrl-C to the handler, in order (what it raises propagates). A
         handler that installs another SIGINT handler (a "press again to quit" one) is followed:
-        the guard stands in for the new one, or steps aside for SIG_IGN / SIG_DFL."""
+        the guard stands in for the new one, or steps aside for SIG_IGN / SIG_DFL. `leaving`:
+        the block is being left and the handler is back in place; it stays there."""
         while self._frames and self._handler is not None:
             handler = self._handler
             if handler is signal.default_int_handler:
@@ -93,7 +95,9 @@ class InterruptGuard:
                 raise KeyboardInterrupt
             handler(signal.SIGINT, self._frames.pop(0))
             current = signal.getsignal(signal.SIGINT)
-            if current != self._record:
+            if leaving:
+                self._handler = current if callable(current) else None
+            elif current != self._record:
                 self._handler = current if callable(current) else None
                 if self._handler is not None:
                     signal.signal(signal.SIGINT, self._record)
@@ -154,9 +158,14 @@ class InterruptGuard:
         # the handler first: a Ctrl-C from here on goes to it; one that lands as it is put
         # back is recorded (signal.signal runs the pending handler first) and delivered here
         signal.signal(signal.SIGINT, handler)
-        if self._frames and exc_type is None:
-            self._deliver()
-        self._frames.clear()
+        try:
+            # leaving with an exception of the code's own: a Ctrl-C under Python's default
+            # handler gives way to it (the code raised first), a custom handler is still called
+            # (what it raises propagates, the code's exception as its __context__)
+            if self._frames and (exc_type is None or handler is not signal.default_int_handler):
+                self._deliver(leaving=True)
+        finally:
+            self._frames.clear()
 
 
 class ModelLock:
