@@ -118,7 +118,8 @@ def test_run_py_end_to_end_tiny(tmp_path):
     assert all(c.strip("*").endswith("×") and float(c.strip("*")[:-1]) > 0 for c in cells[1:3])
     assert cells[3] == f"{sum(c.startswith('**') for c in cells[1:3])} of 2"
     needs = cells[4].split(" / ")
-    assert len(needs) == 2 and all(n.endswith("%") and float(n[:-1]) > 0 for n in needs)
+    # (a tiny run's NumPy epoch is so short that its need rounds to a few percent, or 0)
+    assert len(needs) == 2 and all(n.endswith("%") and float(n[:-1]) >= 0 for n in needs)
     saved = json.loads((tmp_path / "r.json").read_text())
     assert len(saved["runs"]) == 2 and saved["sessions"] == saved["runs"][-1]["sessions"]
     assert [r["errors"] for r in saved["runs"]] == [[], []] and saved["errors"] == []

@@ -202,11 +202,11 @@ def test_a_custom_sigint_handler_is_called_between_updates(backend):
     step count, so the weights held an update the optimizer had not counted). A handler that
     returns lets training go on. (Two Ctrl-Cs before the first is honoured: the hung-callback
     test; Python itself merges signals that arrive before it looks.) The epochs' ends are
-    timed: the Ctrl-C must land inside the last epoch, after the one before it ended, so that
-    a machine fast enough to finish epochs before it fails here rather than test the case
-    between epochs instead."""
+    timed: the Ctrl-C must land inside an epoch (the last, which it stops), after the one
+    before it ended, so that a Ctrl-C landing between epochs fails here rather than pass as a
+    test of the mid-epoch case (the window between epochs is some 10-25 us)."""
     rng = np.random.default_rng(4)
-    N = 2048 if backend == "cpp" else 128   # a one-minibatch epoch of well over 0.1 s
+    N = 2048 if backend == "cpp" else 128   # one minibatch an epoch: ~0.3 s (cpp), ~0.11 s
     X, Y = rng.normal(size=(N, 60, 3)), rng.normal(size=(N, 1))
     calls = []
 
@@ -412,6 +412,62 @@ def test_a_custom_handlers_ctrl_c_pending_at_the_guards_exit_leaves_the_handler_
         assert signal.getsignal(signal.SIGINT) is handler
         os.kill(os.getpid(), signal.SIGINT)           # the next goes to the handler itself
         assert calls == [signal.SIGINT, signal.SIGINT]
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+@pytest.mark.parametrize("where", ["safe point", "exit"])
+def test_a_custom_handler_that_raises_is_called_once_and_its_successor_stays(where):
+    """Two Ctrl-Cs recorded in a critical section, a handler that installs another ("press
+    again to quit") and raises: it is called once, at the safe point or as the block ends (the
+    Ctrl-C recorded with it is dropped, as Python merges signals; the change that delivers
+    pending Ctrl-Cs at the exit had called it again there), and its successor stays installed
+    (the guard used to put the first handler back over it)."""
+    from rnnkit._faults import InterruptGuard
+    calls = []
+
+    def successor(signum, frame):
+        calls.append("successor")
+
+    def handler(signum, frame):
+        calls.append("handler")
+        signal.signal(signal.SIGINT, successor)
+        raise _Stop("stopped by the custom handler")
+    old = signal.signal(signal.SIGINT, handler)
+    try:
+        with pytest.raises(_Stop) as info:
+            with InterruptGuard() as guard:
+                with guard.critical():
+                    os.kill(os.getpid(), signal.SIGINT)
+                    os.kill(os.getpid(), signal.SIGINT)
+                if where == "safe point":
+                    guard.stop_requested()
+        assert calls == ["handler"] and info.value.__context__ is None
+        assert signal.getsignal(signal.SIGINT) is successor
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def test_a_handler_that_installs_the_default_one_at_exit_gives_way_to_the_codes_exception():
+    """Leaving with the code's own exception and two Ctrl-Cs pending, under a handler that
+    puts Python's default one back: the code's exception propagates (Python's default handler
+    gives way to it), not a KeyboardInterrupt."""
+    from rnnkit._faults import InterruptGuard
+    calls = []
+
+    def handler(signum, frame):
+        calls.append(signum)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    old = signal.signal(signal.SIGINT, handler)
+    try:
+        with pytest.raises(ValueError):
+            with InterruptGuard() as guard:
+                with guard.critical():
+                    os.kill(os.getpid(), signal.SIGINT)
+                    os.kill(os.getpid(), signal.SIGINT)
+                raise ValueError("the code's own")
+        assert calls == [signal.SIGINT]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGINT, old)
 

@@ -81,27 +81,36 @@ class InterruptGuard:
         if len(self._frames) >= 2 and not self._critical:
             self._deliver()
 
-    def _deliver(self, leaving: bool = False) -> None:
+    def _deliver(self, leaving: bool = False, giving_way: bool = False) -> None:
         """Hand every recorded Ctrl-C to the handler, in order (what it raises propagates). A
-        handler that installs another SIGINT handler (a "press again to quit" one) is followed:
-        the guard stands in for the new one, or steps aside for SIG_IGN / SIG_DFL. `leaving`:
-        the block is being left and the handler is back in place; it stays there."""
-        while self._frames and self._handler is not None:
-            handler = self._handler
-            if handler is signal.default_int_handler:
-                # it raises: leave the handler in place first (this may be __exit__'s own turn)
-                self._frames.clear()
-                signal.signal(signal.SIGINT, handler)
-                raise KeyboardInterrupt
-            handler(signal.SIGINT, self._frames.pop(0))
-            current = signal.getsignal(signal.SIGINT)
-            if leaving:
-                self._handler = current if callable(current) else None
-            elif current != self._record:
-                self._handler = current if callable(current) else None
-                if self._handler is not None:
-                    signal.signal(signal.SIGINT, self._record)
-        self._frames.clear()
+        handler that installs another SIGINT handler (a "press again to quit" one) is followed,
+        also when it raises: the guard stands in for the new one, or steps aside for SIG_IGN /
+        SIG_DFL. A handler that raises takes the Ctrl-Cs recorded with its own: the rest are
+        dropped (Python itself merges the signals that arrive before it looks). `leaving`: the
+        block is being left and the handler is back in place; it stays there. `giving_way`:
+        left with the code's own exception, to which Python's default handler gives way."""
+        try:
+            while self._frames and self._handler is not None:
+                handler = self._handler
+                if handler is signal.default_int_handler:
+                    self._frames.clear()
+                    if giving_way:
+                        return
+                    # it raises: leave the handler in place first (this may be __exit__'s turn)
+                    signal.signal(signal.SIGINT, handler)
+                    raise KeyboardInterrupt
+                try:
+                    handler(signal.SIGINT, self._frames.pop(0))
+                finally:
+                    current = signal.getsignal(signal.SIGINT)
+                    if leaving:
+                        self._handler = current if callable(current) else None
+                    elif current != self._record:
+                        self._handler = current if callable(current) else None
+                        if self._handler is not None:
+                            signal.signal(signal.SIGINT, self._record)
+        finally:
+            self._frames.clear()
 
     def acknowledge(self) -> None:
         """The code has handed the Ctrl-C back to its caller (a returned KeyboardInterrupt, as
@@ -158,14 +167,11 @@ class InterruptGuard:
         # the handler first: a Ctrl-C from here on goes to it; one that lands as it is put
         # back is recorded (signal.signal runs the pending handler first) and delivered here
         signal.signal(signal.SIGINT, handler)
-        try:
-            # leaving with an exception of the code's own: a Ctrl-C under Python's default
-            # handler gives way to it (the code raised first), a custom handler is still called
-            # (what it raises propagates, the code's exception as its __context__)
-            if self._frames and (exc_type is None or handler is not signal.default_int_handler):
-                self._deliver(leaving=True)
-        finally:
-            self._frames.clear()
+        # leaving with an exception of the code's own: a Ctrl-C under Python's default handler
+        # gives way to it (the code raised first), a custom handler is still called (what it
+        # raises propagates, the code's exception as its __context__)
+        if self._frames:
+            self._deliver(leaving=True, giving_way=exc_type is not None)
 
 
 class ModelLock:
