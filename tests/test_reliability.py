@@ -471,6 +471,53 @@ def test_a_handler_that_installs_the_default_one_at_exit_gives_way_to_the_codes_
     finally:
         signal.signal(signal.SIGINT, old)
 
+
+def test_press_again_to_quit_a_second_recorded_ctrl_c_ends_the_process():
+    """A handler that puts the default action (SIG_DFL) back, "press Ctrl-C again to quit":
+    of two Ctrl-Cs recorded together (a hung callback), the first goes to the handler and the
+    second ends the process, as without the guard (the guard used to drop it)."""
+    script = """
+import os, signal
+from rnnkit._faults import InterruptGuard
+def handler(signum, frame):
+    print("stopping gracefully, press again to quit", flush=True)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+signal.signal(signal.SIGINT, handler)
+with InterruptGuard():
+    os.kill(os.getpid(), signal.SIGINT)
+    os.kill(os.getpid(), signal.SIGINT)
+    print("still running", flush=True)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == -signal.SIGINT, (out.returncode, out.stdout, out.stderr)
+    assert out.stdout == "stopping gracefully, press again to quit\n"
+
+
+def test_a_callback_that_catches_the_second_ctrl_cs_interrupt_leaves_fit_guarded(backend):
+    """Two Ctrl-Cs in a callback raise KeyboardInterrupt there at once; a callback that
+    catches it ("skip the slow evaluation") lets fit go on still guarded: a Ctrl-C after it
+    waits for the next point between updates (the guard used to put Python's handler back as
+    it raised, so a later Ctrl-C could land in the middle of an update)."""
+    from rnnkit._faults import InterruptGuard
+    X, Y = _data()
+    seen = []
+
+    def callback(epoch, logs):
+        if epoch == 0:
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)                          # not reached: interrupted at once
+            except KeyboardInterrupt:
+                seen.append("caught")
+        handler = signal.getsignal(signal.SIGINT)
+        seen.append(isinstance(getattr(handler, "__self__", None), InterruptGuard))
+    model = rnnkit.RNN(2, 4, 1, seed=0, backend=backend)
+    model.fit(X, Y, epochs=2, callbacks=[callback])
+    assert seen == ["caught", True, True]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
 @pytest.mark.parametrize("train_epoch", [_core.train_epoch, ref.train_epoch],
                          ids=["cpp", "reference"])
 def test_ctrl_c_inside_one_long_epoch_call(train_epoch):

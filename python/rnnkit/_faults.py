@@ -96,8 +96,8 @@ class InterruptGuard:
                     self._frames.clear()
                     if giving_way:
                         return
-                    # it raises: leave the handler in place first (this may be __exit__'s turn)
-                    signal.signal(signal.SIGINT, handler)
+                    # the guard stays in place: code that catches this goes on guarded, and
+                    # __exit__ puts the handler back
                     raise KeyboardInterrupt
                 try:
                     handler(signal.SIGINT, self._frames.pop(0))
@@ -109,6 +109,12 @@ class InterruptGuard:
                         self._handler = current if callable(current) else None
                         if self._handler is not None:
                             signal.signal(signal.SIGINT, self._record)
+                    if current == signal.SIG_DFL and self._frames:
+                        # the handler put the default action back ("press again to quit"): a
+                        # Ctrl-C recorded after the one it was given ends the process, as it
+                        # would have without the guard
+                        self._frames.clear()
+                        signal.raise_signal(signal.SIGINT)
         finally:
             self._frames.clear()
 
