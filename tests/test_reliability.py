@@ -518,6 +518,55 @@ def test_a_callback_that_catches_the_second_ctrl_cs_interrupt_leaves_fit_guarded
     assert seen == ["caught", True, True]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
+
+def test_a_raising_handlers_ctrl_c_landing_as_the_guard_exits_leaves_the_handler_in_place(
+        monkeypatch):
+    """One Ctrl-C recorded after the last safe point, a second landing as the guard puts the
+    handler back (signal.signal runs the pending one first), a handler that raises: it is
+    called once, after it is back in place, and stays there (the second Ctrl-C used to deliver
+    inside signal.signal, whose exception left the guard installed for good, swallowing every
+    other Ctrl-C after it)."""
+    from rnnkit._faults import InterruptGuard
+    real = signal.signal
+    calls = []
+
+    def handler(signum, frame):
+        calls.append(signum)
+        raise _Stop("stopped by the custom handler")
+
+    def signal_with_a_ctrl_c(signum, new):
+        if new is handler:
+            os.kill(os.getpid(), signal.SIGINT)        # lands as the handler is put back
+        return real(signum, new)
+    old = real(signal.SIGINT, handler)
+    try:
+        with pytest.raises(_Stop):
+            with InterruptGuard():
+                os.kill(os.getpid(), signal.SIGINT)    # recorded after the last safe point
+                monkeypatch.setattr(signal, "signal", signal_with_a_ctrl_c)
+        monkeypatch.setattr(signal, "signal", real)
+        assert calls == [signal.SIGINT] and signal.getsignal(signal.SIGINT) is handler
+        with pytest.raises(_Stop):
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        real(signal.SIGINT, old)
+
+
+def test_a_sigint_handler_installed_during_fit_stays_after_it(backend):
+    """A callback that installs a SIGINT handler of its own: fit leaves it in place (it used to
+    put its caller's back over it), as asyncio.Runner does."""
+    X, Y = _data()
+
+    def mine(signum, frame):
+        pass
+    model = rnnkit.RNN(2, 4, 1, seed=0, backend=backend)
+    try:
+        model.fit(X, Y, epochs=1,
+                  callbacks=[lambda epoch, logs: signal.signal(signal.SIGINT, mine) and None])
+        assert signal.getsignal(signal.SIGINT) is mine
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
 @pytest.mark.parametrize("train_epoch", [_core.train_epoch, ref.train_epoch],
                          ids=["cpp", "reference"])
 def test_ctrl_c_inside_one_long_epoch_call(train_epoch):

@@ -72,13 +72,14 @@ class InterruptGuard:
         self._critical = 0                      # depth of critical() sections
         self._handler: Optional[Callable[[int, Any], Any]] = None   # the handler stood in for
         self._outer: Optional[InterruptGuard] = None
+        self._leaving = False                   # __exit__ is putting the handler back
 
     def _root(self) -> "InterruptGuard":
         return self._outer if self._outer is not None else self
 
     def _record(self, signum: int, frame: Any) -> None:
         self._frames.append(frame)
-        if len(self._frames) >= 2 and not self._critical:
+        if len(self._frames) >= 2 and not self._critical and not self._leaving:
             self._deliver()
 
     def _deliver(self, leaving: bool = False, giving_way: bool = False) -> None:
@@ -171,8 +172,12 @@ class InterruptGuard:
         if handler is None:
             return
         # the handler first: a Ctrl-C from here on goes to it; one that lands as it is put
-        # back is recorded (signal.signal runs the pending handler first) and delivered here
-        signal.signal(signal.SIGINT, handler)
+        # back is recorded (signal.signal runs the pending handler first) and delivered here,
+        # not there (a handler raising there would leave the guard installed for good). A
+        # SIGINT handler that the code in the block installed in the guard's place stays.
+        self._leaving = True
+        if signal.getsignal(signal.SIGINT) == self._record:
+            signal.signal(signal.SIGINT, handler)
         # leaving with an exception of the code's own: a Ctrl-C under Python's default handler
         # gives way to it (the code raised first), a custom handler is still called (what it
         # raises propagates, the code's exception as its __context__)
