@@ -4,6 +4,7 @@ the user keeps: the weights and optimizer state after the last completed update,
 bitwise with a replay of exactly that many updates."""
 
 import _thread
+import contextlib
 import copy
 import os
 import pickle
@@ -22,6 +23,18 @@ from rnnkit import _core
 from rnnkit import reference as ref
 
 # ----------------------------------------------------------------------------- helpers
+
+
+@contextlib.contextmanager
+def _sigint_handler(handler):
+    """`handler` installed as the SIGINT handler for the block, the one before put back after
+    it (with the signal.signal of the block's start: the block may patch it)."""
+    install = signal.signal
+    old = install(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        install(signal.SIGINT, old)
 
 
 def _data(n=12, t=5, i=2, o=1, seed=0):
@@ -268,8 +281,7 @@ def test_a_custom_handlers_pending_ctrl_c_is_delivered_when_fit_raises_its_own(b
         os.kill(os.getpid(), signal.SIGINT)          # recorded by fit, not yet delivered
         raise ValueError("the callback's own error")
 
-    old = signal.signal(signal.SIGINT, handler)
-    try:
+    with _sigint_handler(handler):
         model = rnnkit.RNN(2, 4, 1, seed=0, backend=backend)
         expected = _Stop if handler_raises else ValueError
         with pytest.raises(expected) as info:
@@ -278,8 +290,7 @@ def test_a_custom_handlers_pending_ctrl_c_is_delivered_when_fit_raises_its_own(b
         if handler_raises:
             assert isinstance(info.value.__context__, ValueError)
         assert signal.getsignal(signal.SIGINT) is handler
-    finally:
-        signal.signal(signal.SIGINT, old)
+
 
 def test_a_second_ctrl_c_interrupts_a_hung_callback_at_once(backend):
     """The first Ctrl-C waits for the next point between updates; a second one does not, so
@@ -403,8 +414,7 @@ def test_a_custom_handlers_ctrl_c_pending_at_the_guards_exit_leaves_the_handler_
 
     def handler(signum, frame):
         calls.append(signum)
-    old = signal.signal(signal.SIGINT, handler)
-    try:
+    with _sigint_handler(handler):
         with InterruptGuard():
             os.kill(os.getpid(), signal.SIGINT)       # recorded: the first is not delivered
             assert calls == []
@@ -412,8 +422,6 @@ def test_a_custom_handlers_ctrl_c_pending_at_the_guards_exit_leaves_the_handler_
         assert signal.getsignal(signal.SIGINT) is handler
         os.kill(os.getpid(), signal.SIGINT)           # the next goes to the handler itself
         assert calls == [signal.SIGINT, signal.SIGINT]
-    finally:
-        signal.signal(signal.SIGINT, old)
 
 
 @pytest.mark.parametrize("where", ["safe point", "exit"])
@@ -433,8 +441,7 @@ def test_a_custom_handler_that_raises_is_called_once_and_its_successor_stays(whe
         calls.append("handler")
         signal.signal(signal.SIGINT, successor)
         raise _Stop("stopped by the custom handler")
-    old = signal.signal(signal.SIGINT, handler)
-    try:
+    with _sigint_handler(handler):
         with pytest.raises(_Stop) as info:
             with InterruptGuard() as guard:
                 with guard.critical():
@@ -444,8 +451,6 @@ def test_a_custom_handler_that_raises_is_called_once_and_its_successor_stays(whe
                     guard.stop_requested()
         assert calls == ["handler"] and info.value.__context__ is None
         assert signal.getsignal(signal.SIGINT) is successor
-    finally:
-        signal.signal(signal.SIGINT, old)
 
 
 def test_a_handler_that_installs_the_default_one_at_exit_gives_way_to_the_codes_exception():
@@ -458,8 +463,7 @@ def test_a_handler_that_installs_the_default_one_at_exit_gives_way_to_the_codes_
     def handler(signum, frame):
         calls.append(signum)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    old = signal.signal(signal.SIGINT, handler)
-    try:
+    with _sigint_handler(handler):
         with pytest.raises(ValueError):
             with InterruptGuard() as guard:
                 with guard.critical():
@@ -468,8 +472,6 @@ def test_a_handler_that_installs_the_default_one_at_exit_gives_way_to_the_codes_
                 raise ValueError("the code's own")
         assert calls == [signal.SIGINT]
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    finally:
-        signal.signal(signal.SIGINT, old)
 
 
 def test_press_again_to_quit_a_second_recorded_ctrl_c_ends_the_process():
@@ -538,8 +540,7 @@ def test_a_raising_handlers_ctrl_c_landing_as_the_guard_exits_leaves_the_handler
         if new is handler:
             os.kill(os.getpid(), signal.SIGINT)        # lands as the handler is put back
         return real(signum, new)
-    old = real(signal.SIGINT, handler)
-    try:
+    with _sigint_handler(handler):
         with pytest.raises(_Stop):
             with InterruptGuard():
                 os.kill(os.getpid(), signal.SIGINT)    # recorded after the last safe point
@@ -548,8 +549,6 @@ def test_a_raising_handlers_ctrl_c_landing_as_the_guard_exits_leaves_the_handler
         assert calls == [signal.SIGINT] and signal.getsignal(signal.SIGINT) is handler
         with pytest.raises(_Stop):
             os.kill(os.getpid(), signal.SIGINT)
-    finally:
-        real(signal.SIGINT, old)
 
 
 def test_a_sigint_handler_installed_during_fit_stays_after_it(backend):
@@ -566,6 +565,7 @@ def test_a_sigint_handler_installed_during_fit_stays_after_it(backend):
         assert signal.getsignal(signal.SIGINT) is mine
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 @pytest.mark.parametrize("train_epoch", [_core.train_epoch, ref.train_epoch],
                          ids=["cpp", "reference"])

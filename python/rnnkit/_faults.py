@@ -82,13 +82,13 @@ class InterruptGuard:
         if len(self._frames) >= 2 and not self._critical and not self._leaving:
             self._deliver()
 
-    def _deliver(self, leaving: bool = False, giving_way: bool = False) -> None:
+    def _deliver(self, giving_way: bool = False) -> None:
         """Hand every recorded Ctrl-C to the handler, in order (what it raises propagates). A
         handler that installs another SIGINT handler (a "press again to quit" one) is followed,
         also when it raises: the guard stands in for the new one, or steps aside for SIG_IGN /
         SIG_DFL. A handler that raises takes the Ctrl-Cs recorded with its own: the rest are
-        dropped (Python itself merges the signals that arrive before it looks). `leaving`: the
-        block is being left and the handler is back in place; it stays there. `giving_way`:
+        dropped (Python itself merges the signals that arrive before it looks). While the block
+        is being left (`_leaving`) the handler is back in place and stays there. `giving_way`:
         left with the code's own exception, to which Python's default handler gives way."""
         try:
             while self._frames and self._handler is not None:
@@ -104,7 +104,7 @@ class InterruptGuard:
                     handler(signal.SIGINT, self._frames.pop(0))
                 finally:
                     current = signal.getsignal(signal.SIGINT)
-                    if leaving:
+                    if self._leaving:
                         self._handler = current if callable(current) else None
                     elif current != self._record:
                         self._handler = current if callable(current) else None
@@ -157,6 +157,7 @@ class InterruptGuard:
         return not self.stop_requested()
 
     def __enter__(self) -> "InterruptGuard":
+        self._leaving = False
         if threading.current_thread() is threading.main_thread():
             current = signal.getsignal(signal.SIGINT)
             outer = getattr(current, "__self__", None)
@@ -182,7 +183,7 @@ class InterruptGuard:
         # gives way to it (the code raised first), a custom handler is still called (what it
         # raises propagates, the code's exception as its __context__)
         if self._frames:
-            self._deliver(leaving=True, giving_way=exc_type is not None)
+            self._deliver(giving_way=exc_type is not None)
 
 
 class ModelLock:
